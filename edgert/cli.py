@@ -18,7 +18,26 @@ def _print_json(value) -> None:
     sys.stdout.write("\n")
 
 
+def _add_inspect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="path to a .tflite file")
+    p.add_argument("--json", action="store_true", help="machine-readable output (format in README)")
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from edgert.inspect import format_inspect, inspect_graph
+    from edgert.kernels.registry import default_registry
+    from edgert.model import load_model
+
+    info = inspect_graph(load_model(args.model), default_registry())
+    if args.json:
+        _print_json(info)
+    else:
+        print(format_inspect(info))
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "inspect": ("show a model's inputs, outputs, operators and what edgert can run", _add_inspect, _run_inspect),
 }
 
 
