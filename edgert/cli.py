@@ -36,8 +36,240 @@ def _run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=1, help="kernel/BLAS threads (default 1, reproducible)")
+    p.add_argument("--aliasing", default="all",
+                   help="planner aliasing: all, none, or a comma list of views,inplace,concat (default all)")
+    p.add_argument("--strategy", default="default", help="offset placement strategy (see `edgert plan --help`)")
+    p.add_argument("--order", default="file", choices=["file", "optimized"], help="execution order")
+
+
+def _executor_options(args: argparse.Namespace) -> dict:
+    from edgert.plan.plan import Aliasing
+
+    if args.aliasing == "all":
+        aliasing = Aliasing()
+    elif args.aliasing == "none":
+        aliasing = Aliasing.none()
+    else:
+        chosen = {a.strip() for a in args.aliasing.split(",") if a.strip()}
+        unknown = chosen - {"views", "inplace", "concat"}
+        if unknown:
+            raise SystemExit(f"edgert: --aliasing: unknown option(s) {sorted(unknown)}")
+        aliasing = Aliasing(views="views" in chosen, inplace="inplace" in chosen, concat="concat" in chosen)
+    return {"threads": args.threads, "aliasing": aliasing, "strategy": args.strategy, "order": args.order}
+
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="path to a .tflite file")
+    p.add_argument("--input", help=".npz with one array per model input, keyed by input name "
+                                   "(or arr_0, arr_1, ... in input order); default: seeded random inputs")
+    p.add_argument("--output", help="write the outputs to this .npz, keyed by output name")
+    p.add_argument("--seed", type=int, default=0, help="seed for random inputs (default 0)")
+    _add_runtime_options(p)
+
+
+def _load_npz_inputs(path: str, specs) -> list:
+    import numpy as np
+
+    from edgert.errors import RequestError
+
+    with np.load(path, allow_pickle=False) as npz:
+        names = [s.name for s in specs]
+        if all(n in npz.files for n in names):
+            return [npz[n] for n in names]
+        positional = [f"arr_{i}" for i in range(len(specs))]
+        if all(n in npz.files for n in positional):
+            return [npz[n] for n in positional]
+        raise RequestError(f"{path}: expected arrays named {names} (or {positional}), found {npz.files}")
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from edgert.reference import random_inputs
+    from edgert.runtime.executor import Executor
+
+    ex = Executor({"model": args.model}, **_executor_options(args))
+    specs = ex.input_specs("model")
+    inputs = (_load_npz_inputs(args.input, specs) if args.input
+              else random_inputs([(s.shape, s.dtype) for s in specs], seed=args.seed))
+    outputs = ex.run("model", inputs)
+    for spec, value in zip(ex.output_specs("model"), outputs):
+        stats = f"min {value.min():.6g} max {value.max():.6g} mean {value.astype(np.float64).mean():.6g}" if value.size else "empty"
+        print(f"{spec.name}: {value.dtype}{list(value.shape)}  {stats}")
+    if args.output:
+        np.savez(args.output, **{s.name: v for s, v in zip(ex.output_specs("model"), outputs)})
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _add_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="path to a .tflite file")
+    p.add_argument("--json", action="store_true", help="machine-readable output: top-level ok, per-output errors")
+    p.add_argument("--runs", type=int, default=3, help="seeded requests to compare (state carries across them)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_runtime_options(p)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from edgert.verify import verify_model
+
+    report = verify_model(args.model, runs=args.runs, seed=args.seed, executor_options=_executor_options(args))
+    if args.json:
+        _print_json(report)
+    else:
+        for o in report["outputs"]:
+            print(f"{'ok  ' if o['ok'] else 'FAIL'} {o['name']}: {o['dtype']}{o['shape']} max abs err {o['max_abs_error']:.3g} "
+                  f"(tolerance {o['tolerance']:.3g}), max rel err {o['max_rel_error']:.3g}"
+                  + (f", off by one on {o['off_by_one_fraction']:.2%}" if o["dtype"] != "float32" else ""))
+        print(f"{report['model']}: {'OK' if report['ok'] else 'MISMATCH'} against LiteRT BUILTIN_REF "
+              f"over {report['runs']} seeded run(s)")
+    return 0 if report["ok"] else 1
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="path to a .tflite file")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per runtime (default 50)")
+    p.add_argument("--no-memory", action="store_true", help="skip the start-up/RSS subprocess probes")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_runtime_options(p)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from edgert.bench import bench, format_bench
+
+    options = _executor_options(args)
+    threads = options.pop("threads")
+    result = bench(args.model, threads=threads, runs=args.runs, memory=not args.no_memory, executor_options=options)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_bench(result))
+    return 0
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config (default: the bundled model on tcp://127.0.0.1:5555)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override server.log_level")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from edgert.config import default_config, load_config
+    from edgert.errors import BudgetExceeded
+
+    cfg = load_config(args.config) if args.config else default_config()
+    journal = "JOURNAL_STREAM" in os.environ  # journald stamps time and level itself
+    logging.basicConfig(level=(args.log_level or cfg.log_level).upper(), stream=sys.stderr,
+                        format="%(name)s: %(message)s" if journal else "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if cfg.numba_cache_dir is not None:
+        os.environ["NUMBA_CACHE_DIR"] = str(cfg.numba_cache_dir)  # before numba is first imported
+    from edgert.serve.server import serve
+
+    try:
+        return serve(cfg, config_path=args.config)
+    except BudgetExceeded as exc:
+        print(f"edgert serve: error: the plan does not fit the budget: needs {exc.needed:,} bytes, budget "
+              f"{exc.budget:,} bytes (lower bound {exc.lower_bound:,}). {exc}", file=sys.stderr)
+        for hint in exc.hints:
+            print(f"  hint: {hint}", file=sys.stderr)
+        return 2
+
+
+def _add_client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="daemon endpoint (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait per attempt (default 10)")
+    p.add_argument("--curve-server-key", help="the daemon's public key file (when it requires CURVE)")
+    p.add_argument("--curve-client-key", help="this client's secret key file (when it requires CURVE)")
+
+
+def _client(args: argparse.Namespace):
+    from edgert.client import Client
+
+    return Client(args.endpoint, timeout=args.timeout, retries=1, curve_server_key=args.curve_server_key,
+                  curve_client_key=args.curve_client_key)
+
+
+def _add_infer(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model name as configured in the daemon")
+    p.add_argument("--input", required=True, help=".npz keyed by input name (or arr_0, arr_1, ... in order)")
+    p.add_argument("--output", help="write the outputs to this .npz, keyed by output name")
+    _add_client_options(p)
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from edgert.errors import RequestError
+
+    with _client(args) as client:
+        served = client.models()
+        spec = served.get(args.model)
+        if spec is None:
+            raise RequestError(f"the daemon serves no model {args.model!r} (serving: {', '.join(served)})",
+                               kind="unknown_model")
+        inputs = _load_npz_inputs(args.input, [SimpleNamespace(name=s["name"]) for s in spec["inputs"]])
+        outputs = client.infer(args.model, inputs)
+    names = [s["name"] for s in spec["outputs"]]
+    for name, value in zip(names, outputs):
+        summary = (f"min {value.min():.6g} max {value.max():.6g} mean {value.astype(np.float64).mean():.6g}"
+                   if value.size else "empty")
+        print(f"{name}: {value.dtype}{list(value.shape)}  {summary}")
+    if args.output:
+        np.savez(args.output, **dict(zip(names, outputs)))
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _add_status(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="ping, stats and memory replies as one JSON object")
+    _add_client_options(p)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from edgert.client import format_status
+
+    with _client(args) as client:
+        status = {"ping": client.ping(), "stats": client.stats(), "memory": client.memory()}
+    if args.json:
+        _print_json(status)
+    else:
+        print(format_status(status))
+    return 0
+
+
+def _add_tune(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config (default: the built-in default config)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _run_tune(args: argparse.Namespace) -> int:
+    from edgert.config import default_config, load_config
+    from edgert.serve.memory import format_tune, tune
+
+    cfg = load_config(args.config) if args.config else default_config()
+    report = tune(cfg)
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_tune(report))
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "run": ("run a model once on given or seeded inputs", _add_run, _run_run),
+    "verify": ("compare edgert's outputs with LiteRT's reference kernels", _add_verify, _run_verify),
+    "bench": ("latency, start-up and memory of edgert against LiteRT, in the same run", _add_bench, _run_bench),
     "inspect": ("show a model's inputs, outputs, operators and what edgert can run", _add_inspect, _run_inspect),
+    "serve": ("run the inference daemon (ZeroMQ) for the models in a config", _add_serve, _run_serve),
+    "infer": ("send one inference request to a running daemon", _add_infer, _run_infer),
+    "status": ("show a running daemon's health, request stats and memory", _add_status, _run_status),
+    "tune": ("smallest arena budget per planner option for a config's models", _add_tune, _run_tune),
 }
 
 

@@ -164,6 +164,23 @@ def describe_unsupported(missing: list[tuple[OpContext, str]]) -> str:
     return f"unsupported operators ({len(missing)}):\n" + "\n".join(lines)
 
 
+def compiled_signature_count() -> int:
+    """Compiled numba signatures over every loaded kernel module (what `memory` reports as kernels)."""
+    import sys
+
+    from numba.core.registry import CPUDispatcher
+
+    seen, count = set(), 0
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("edgert.kernels.") or module is None:
+            continue
+        for value in vars(module).values():
+            if isinstance(value, CPUDispatcher) and id(value) not in seen:
+                seen.add(id(value))
+                count += len(value.signatures)
+    return count
+
+
 def default_registry() -> KernelRegistry:
     """A fresh registry with every built-in kernel family that is installed."""
     registry = KernelRegistry()

@@ -1,0 +1,273 @@
+"""Runs planned models inside one arena: binds kernels to arena views once, then each request is a loop of calls.
+
+Several models share one Executor: their persistent regions add up, their activation regions
+overlap (they run one at a time), so the arena is sum(persistent) + max(activations).
+Everything that can fail — a corrupt file, an unsupported op, a budget that cannot fit — fails
+here, at construction; kernels are compiled (or loaded from the numba cache) by a warm-up run
+before the constructor returns, so `run()` never compiles.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from edgert.errors import BudgetExceeded, PlanError, RequestError
+from edgert.kernels.registry import KernelRegistry, OpContext, Step, default_registry
+from edgert.model.graph import Graph, Quantization, Subgraph
+from edgert.model.reader import load_model
+from edgert.plan.plan import Aliasing, MemoryPlan, plan
+from edgert.runtime.arena import Arena
+from edgert.runtime.threads import set_threads
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a caller must send or will receive: name, shape, dtype, quantization."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    quantization: Quantization | None = None
+
+    def to_json(self) -> dict:
+        q = self.quantization
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype.name,
+                "quantization": None if q is None else {"scales": list(q.scales), "zero_points": list(q.zero_points),
+                                                        "quantized_dimension": q.quantized_dimension}}
+
+
+@dataclass
+class _Model:
+    name: str
+    graph: Graph
+    plan: MemoryPlan
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    input_views: list[np.ndarray]
+    output_views: list[np.ndarray]
+    steps: list[Step]
+    persistent_offset: int = 0
+
+
+def _is_noop(sg: Subgraph, op_index: int, p: MemoryPlan) -> bool:
+    """True when the planner already put the op's result in place: a view op, or a fully placed concat."""
+    op = sg.operators[op_index]
+    outs = [o for o in op.outputs if o >= 0]
+    if len(outs) == 1:
+        out = p.placements.get(outs[0])
+        if out is not None and out.alias_kind == "view" and out.alias_of in op.inputs:
+            return True
+    if op.opcode == "CONCATENATION" and outs:
+        fa = getattr(op.options, "fused_activation_function", "NONE")
+        placed = [p.placements.get(i) for i in op.inputs if i >= 0]
+        return fa in ("NONE", None) and bool(placed) and all(
+            q is not None and q.alias_kind == "concat" and q.alias_of == outs[0] for q in placed)
+    return False
+
+
+class Executor:
+    """Loads, plans, binds and warms up models; `run()` executes one request in the arena."""
+
+    def __init__(self, models: Mapping[str, str | Path | Graph], *, budget: int | None = None,
+                 threads: int = 1, aliasing: Aliasing = Aliasing(), strategy: str = "default",
+                 order: str = "file", plans: Mapping[str, str | Path | MemoryPlan] | None = None,
+                 registry: KernelRegistry | None = None,
+                 progress: Callable[[str], None] | None = None):
+        if not models:
+            raise PlanError("an executor needs at least one model")
+        self.budget = budget
+        self.threads = threads
+        self.registry = registry if registry is not None else default_registry()
+        self._progress = progress or (lambda message: None)
+        set_threads(threads)
+        t0 = time.perf_counter()
+        graphs = {name: src if isinstance(src, Graph) else load_model(src) for name, src in models.items()}
+        for graph in graphs.values():
+            self.registry.resolve(graph.main)  # every unsupported op of the model, named, at load
+        self.plans = {name: self._plan(name, graph, (plans or {}).get(name), aliasing, strategy, order)
+                      for name, graph in graphs.items()}
+        self.persistent_bytes = sum(p.persistent_bytes for p in self.plans.values())
+        self.activation_bytes = max(p.activation_bytes for p in self.plans.values())
+        self.arena_bytes = self.persistent_bytes + self.activation_bytes
+        self._check_budget()
+        self.arena = Arena(self.persistent_bytes, self.activation_bytes)
+        self.load_seconds = time.perf_counter() - t0
+        self._models: dict[str, _Model] = {}
+        offset = 0
+        for name, graph in graphs.items():
+            self._models[name] = self._bind(name, graph, self.plans[name], offset)
+            offset += self.plans[name].persistent_bytes
+        self.models = tuple(self._models)
+        t1 = time.perf_counter()
+        self._warm_up()
+        self.compile_seconds = time.perf_counter() - t1
+
+    # ---- load ---------------------------------------------------------------------------------
+
+    def _plan(self, name: str, graph: Graph, given: str | Path | MemoryPlan | None, aliasing: Aliasing,
+              strategy: str, order: str) -> MemoryPlan:
+        if given is not None:
+            if not isinstance(given, MemoryPlan):
+                given = MemoryPlan.from_json(json.loads(Path(given).read_text()), graph)
+            return given
+        sg = graph.main
+        return plan(graph, budget=None, strategy=strategy, order=order, aliasing=aliasing,
+                    kernel_info=lambda op: self.registry.info(OpContext.of(sg, op)))
+
+    def _check_budget(self) -> None:
+        if self.budget is None or self.arena_bytes <= self.budget:
+            return
+        lower = self.persistent_bytes + max(p.lower_bound_bytes - p.persistent_bytes for p in self.plans.values())
+        detail = ", ".join(f"{n}: {p.persistent_bytes:,} persistent + {p.activation_bytes:,} activations"
+                           for n, p in self.plans.items())
+        hints = tuple(h for p in self.plans.values() for h in getattr(p, "hints", ()))
+        raise BudgetExceeded(
+            f"the models need a {self.arena_bytes:,}-byte arena but the budget is {self.budget:,} bytes "
+            f"(lower bound {lower:,}; {detail}); raise the budget or serve fewer models per daemon",
+            needed=self.arena_bytes, lower_bound=lower, budget=self.budget, hints=hints)
+
+    def _views(self, sg: Subgraph, p: MemoryPlan, persistent_offset: int) -> dict[int, np.ndarray]:
+        """An array per planned tensor: region views for roots, sub-views of the parent for concat parts."""
+        regions = {"persistent": self.arena.region("persistent")[persistent_offset:],
+                   "activation": self.arena.region("activation")}
+        views: dict[int, np.ndarray] = {}
+
+        def resolve(index: int, depth: int = 0) -> np.ndarray:
+            if index in views:
+                return views[index]
+            if depth > len(p.placements):
+                raise PlanError(f"alias cycle at tensor {sg.tensors[index].name!r}")
+            pl = p.placements[index]
+            t = sg.tensors[index]
+            if pl.alias_kind == "concat":
+                parent = resolve(pl.alias_of, depth + 1)
+                axis = pl.concat_axis
+                index_expr = [slice(None)] * parent.ndim
+                index_expr[axis] = slice(pl.concat_start, pl.concat_start + t.shape[axis])
+                view = parent[tuple(index_expr)]
+                if view.shape != t.shape:
+                    raise PlanError(f"concat placement of {t.name!r} gives shape {view.shape}, tensor is {t.shape}")
+            else:
+                view = self.arena.view(regions[pl.region], pl.offset, t.shape, t.dtype)
+            views[index] = view
+            return view
+
+        for index in p.placements:
+            resolve(index)
+        return views
+
+    def _bind(self, name: str, graph: Graph, p: MemoryPlan, persistent_offset: int) -> _Model:
+        sg = graph.main
+        views = self._views(sg, p, persistent_offset)
+        scratch_region = self.arena.region("activation")
+
+        def arrays(op_index: int) -> tuple[OpContext, list, list, np.ndarray | None]:
+            op = sg.operators[op_index]
+            ctx = OpContext.of(sg, op)
+            ins = [None if i < 0 else (sg.tensors[i].data if sg.tensors[i].is_constant else views[i]) for i in op.inputs]
+            outs = [views[o] for o in op.outputs]
+            s = p.scratch.get(op_index)
+            scratch = scratch_region[s.offset:s.offset + s.size] if s is not None and s.size else None
+            return ctx, ins, outs, scratch
+
+        # Folded ops (constant-only inputs: float16 DEQUANTIZE, DENSIFY, ...) run once, now.
+        for k in p.folded:
+            ctx, ins, outs, scratch = arrays(k)
+            fn, args = self.registry.lookup(ctx).bind(ctx, ins, outs, scratch)
+            fn(*args)
+        steps = []
+        for k in p.order:
+            if _is_noop(sg, k, p):
+                continue
+            ctx, ins, outs, scratch = arrays(k)
+            steps.append(self.registry.lookup(ctx).bind(ctx, ins, outs, scratch))
+
+        def spec(i: int) -> TensorSpec:
+            t = sg.tensors[i]
+            return TensorSpec(t.name, t.shape, t.dtype, t.quantization)
+
+        return _Model(
+            name=name, graph=graph, plan=p,
+            inputs=[spec(i) for i in sg.inputs], outputs=[spec(i) for i in sg.outputs],
+            input_views=[views[i] for i in sg.inputs],
+            output_views=[sg.tensors[i].data if sg.tensors[i].is_constant else views[i] for i in sg.outputs],
+            steps=steps, persistent_offset=persistent_offset)
+
+    def _warm_up(self) -> None:
+        """Run every step once per model so numba compiles (or loads from cache) before serving."""
+        total = sum(len(m.steps) for m in self._models.values())
+        done = 0
+        for m in self._models.values():
+            for v in m.input_views:
+                v[...] = 0
+            for fn, args in m.steps:
+                fn(*args)
+                done += 1
+                if done % 8 == 0 or done == total:
+                    self._progress(f"compiling kernels {done}/{total}")
+
+    # ---- requests -----------------------------------------------------------------------------
+
+    def _model(self, model: str) -> _Model:
+        m = self._models.get(model)
+        if m is None:
+            raise RequestError(f"unknown model {model!r} (serving: {', '.join(self.models)})", kind="unknown_model")
+        return m
+
+    def input_specs(self, model: str) -> list[TensorSpec]:
+        return list(self._model(model).inputs)
+
+    def output_specs(self, model: str) -> list[TensorSpec]:
+        return list(self._model(model).outputs)
+
+    def _ordered_inputs(self, m: _Model, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> list:
+        if isinstance(inputs, Mapping):
+            names = [s.name for s in m.inputs]
+            unknown = [k for k in inputs if k not in names]
+            if unknown:
+                raise RequestError(f"model {m.name!r} has no input named {unknown[0]!r} (inputs: {', '.join(names)})",
+                                   kind="bad_input_name")
+            missing = [k for k in names if k not in inputs]
+            if missing:
+                raise RequestError(f"model {m.name!r}: input {missing[0]!r} missing", kind="bad_input_count")
+            return [inputs[k] for k in names]
+        inputs = list(inputs)
+        if len(inputs) != len(m.inputs):
+            raise RequestError(f"model {m.name!r} takes {len(m.inputs)} input(s), got {len(inputs)}", kind="bad_input_count")
+        return inputs
+
+    def run(self, model: str, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray], *,
+            copy: bool = True) -> list[np.ndarray]:
+        """Run one request. Outputs are copies, or with copy=False views into the arena that stay
+        valid only until the next run() on this executor."""
+        m = self._model(model)
+        values = self._ordered_inputs(m, inputs)
+        for spec, value in zip(m.inputs, values):
+            value = np.asarray(value)
+            if value.dtype != spec.dtype:
+                raise RequestError(f"model {m.name!r} input {spec.name!r}: dtype {value.dtype} given, {spec.dtype} expected",
+                                   kind="bad_dtype")
+            if value.shape != spec.shape:
+                raise RequestError(f"model {m.name!r} input {spec.name!r}: shape {list(value.shape)} given, "
+                                   f"{list(spec.shape)} expected", kind="bad_shape")
+        for view, value in zip(m.input_views, values):
+            np.copyto(view, value, casting="no")
+        for fn, args in m.steps:
+            fn(*args)
+        return [v.copy() for v in m.output_views] if copy else list(m.output_views)
+
+    def reset_state(self, model: str | None = None) -> None:
+        """Return stateful models to their initial state (variables re-initialised on the next run)."""
+        for name in ([model] if model is not None else self.models):
+            self._model(name)  # stateless models have nothing to reset
+
+    def kernel_count(self) -> int:
+        """How many compiled numba kernel signatures this process holds."""
+        from edgert.kernels.registry import compiled_signature_count
+        return compiled_signature_count()
