@@ -267,8 +267,14 @@ def _camel(snake: str) -> str:
 
 @dataclass(frozen=True)
 class _FieldInfo:
+    camel: str  # the generated accessor name, e.g. "StrideW"
     kind: str  # "scalar", "string", "vector"
     element: np.dtype | None = None
+
+
+def _m(name: str) -> Any:
+    # `tflite.X` is the class X (the package star-imports it); the builder functions live in module tflite.X.
+    return importlib.import_module(f"tflite.{name}")
 
 
 _FLAGS_TO_DTYPE = {
@@ -278,7 +284,7 @@ _FLAGS_TO_DTYPE = {
 }
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=None)  # a pure function of the installed schema package
 def _table_fields(table: str) -> dict[str, _FieldInfo]:
     """Fields of an options table, found from the generated module: snake_case name -> kind."""
     mod = importlib.import_module(f"tflite.{table}")
@@ -289,19 +295,18 @@ def _table_fields(table: str) -> dict[str, _FieldInfo]:
         if not fn_name.startswith(prefix):
             continue
         camel = fn_name[len(prefix):]
-        snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", camel).lower()
+        snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", camel).lower()
         accessor = getattr(cls, camel, None)
         src = inspect.getsource(accessor) if accessor is not None else ""
         if "self._tab.String(" in src:
-            fields[snake] = _FieldInfo("string")
+            fields[snake] = _FieldInfo(camel, "string")
         elif hasattr(mod, f"{table}Start{camel}Vector"):
-            m = re.search(r"number_types\.(\w+)Flags", inspect.getsource(getattr(cls, camel + "AsNumpy")))
-            fields[snake] = _FieldInfo("vector", np.dtype(_FLAGS_TO_DTYPE[m.group(1)]))
+            # The element type is only visible in the generated reader's source.
+            src = inspect.getsource(getattr(cls, camel + "AsNumpy"))
+            m = re.search(r"GetVectorAsNumpy\(flatbuffers\.number_types\.(\w+)Flags", src)
+            fields[snake] = _FieldInfo(camel, "vector", np.dtype(_FLAGS_TO_DTYPE[m.group(1)]))
         else:
-            fields[snake] = _FieldInfo("scalar")
-        # Remember the generated camel name: the snake round-trip is lossy for names like "Int16".
-        fields[snake] = dataclasses.replace(fields[snake])
-        fields.setdefault(f"__camel__{snake}", _FieldInfo(camel))  # type: ignore[arg-type]
+            fields[snake] = _FieldInfo(camel, "scalar")
     return fields
 
 
@@ -330,8 +335,8 @@ def _options_dict(options: Any) -> dict[str, Any]:
 def _validate_options(table: str, options: Mapping[str, Any]) -> None:
     fields = _table_fields(table)
     for key in options:
-        if key not in fields or key.startswith("__"):
-            valid = sorted(k for k in fields if not k.startswith("__"))
+        if key not in fields:
+            valid = sorted(fields)
             raise ValueError(f"{table} has no field {key!r}; fields are {valid}")
 
 
@@ -453,7 +458,8 @@ class ModelBuilder:
         arr = np.asarray(data) if dtype is None else np.asarray(data).astype(dtype)
         if arr.dtype == np.float64 and dtype is None and not isinstance(data, np.ndarray):
             arr = arr.astype(np.float32)  # Python float lists mean float32, as in every TFLite model
-        buf = self._add_buffer(np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+        little_endian = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))  # flatbuffers are little-endian
+        buf = self._add_buffer(little_endian.tobytes())
         return self._add_tensor(_TensorDraft(name, tuple(arr.shape), _tensor_type(arr.dtype), quant, buf))
 
     def sparse_const(self, name: str, values: np.ndarray, dense_shape: Sequence[int], sparsity: Sparsity,
@@ -488,6 +494,8 @@ class ModelBuilder:
         if opcode == "CUSTOM":
             raise ValueError("use custom_op() for custom operators")
         table = options_table_for(opcode)
+        if dataclasses.is_dataclass(options) and type(options).__name__ != table:
+            raise ValueError(f"{opcode} takes {table or 'no options'}, got a {type(options).__name__}")
         opts = _options_dict(options)
         if table is None and opts:
             raise ValueError(f"{opcode} takes no builtin options, got {sorted(opts)}")
@@ -528,10 +536,10 @@ class ModelBuilder:
         metadata_offsets = []
         for name, buf in metadata_entries:
             n = fb.CreateString(name)
-            tflite.Metadata.MetadataStart(fb)
-            tflite.Metadata.MetadataAddName(fb, n)
-            tflite.Metadata.MetadataAddBuffer(fb, buf)
-            metadata_offsets.append(tflite.Metadata.MetadataEnd(fb))
+            _m("Metadata").MetadataStart(fb)
+            _m("Metadata").MetadataAddName(fb, n)
+            _m("Metadata").MetadataAddBuffer(fb, buf)
+            metadata_offsets.append(_m("Metadata").MetadataEnd(fb))
         signature_offsets = [self._write_signature(fb, s) for s in self._signatures]
         description = fb.CreateString(self.description)
 
@@ -541,7 +549,7 @@ class ModelBuilder:
         vec_metadata = _offset_vector(fb, metadata_offsets) if metadata_offsets else None
         vec_signatures = _offset_vector(fb, signature_offsets) if signature_offsets else None
 
-        M = tflite.Model
+        M = _m("Model")
         M.ModelStart(fb)
         M.ModelAddVersion(fb, SCHEMA_VERSION)
         M.ModelAddOperatorCodes(fb, vec_opcodes)
@@ -587,15 +595,15 @@ class ModelBuilder:
     @staticmethod
     def _write_buffer(fb: flatbuffers.Builder, data: bytes) -> int:
         data_off = _aligned_bytes(fb, data) if data else None
-        tflite.Buffer.BufferStart(fb)
+        _m("Buffer").BufferStart(fb)
         if data_off is not None:
-            tflite.Buffer.BufferAddData(fb, data_off)
-        return tflite.Buffer.BufferEnd(fb)
+            _m("Buffer").BufferAddData(fb, data_off)
+        return _m("Buffer").BufferEnd(fb)
 
     @staticmethod
     def _write_opcode(fb: flatbuffers.Builder, code: int, custom_code: str | None, version: int) -> int:
         custom = fb.CreateString(custom_code) if custom_code is not None else None
-        O = tflite.OperatorCode
+        O = _m("OperatorCode")
         O.OperatorCodeStart(fb)
         O.OperatorCodeAddDeprecatedBuiltinCode(fb, min(code, _PLACEHOLDER_FOR_GREATER_OP_CODES))
         if custom is not None:
@@ -612,7 +620,7 @@ class ModelBuilder:
         vec_outputs = _int_vector(fb, sg.outputs, np.int32)
         vec_ops = _offset_vector(fb, op_offsets)
         name = fb.CreateString(sg.name)
-        S = tflite.SubGraph
+        S = _m("SubGraph")
         S.SubGraphStart(fb)
         S.SubGraphAddTensors(fb, vec_tensors)
         S.SubGraphAddInputs(fb, vec_inputs)
@@ -627,15 +635,15 @@ class ModelBuilder:
             offs = []
             for name, index in m.items():
                 n = fb.CreateString(name)
-                tflite.TensorMap.TensorMapStart(fb)
-                tflite.TensorMap.TensorMapAddName(fb, n)
-                tflite.TensorMap.TensorMapAddTensorIndex(fb, index)
-                offs.append(tflite.TensorMap.TensorMapEnd(fb))
+                _m("TensorMap").TensorMapStart(fb)
+                _m("TensorMap").TensorMapAddName(fb, n)
+                _m("TensorMap").TensorMapAddTensorIndex(fb, index)
+                offs.append(_m("TensorMap").TensorMapEnd(fb))
             return _offset_vector(fb, offs)
 
         ins, outs = tensor_maps(sig.inputs), tensor_maps(sig.outputs)
         key = fb.CreateString(sig.key)
-        D = tflite.SignatureDef
+        D = _m("SignatureDef")
         D.SignatureDefStart(fb)
         D.SignatureDefAddInputs(fb, ins)
         D.SignatureDefAddOutputs(fb, outs)
@@ -669,7 +677,7 @@ def _aligned_bytes(fb: flatbuffers.Builder, data: bytes) -> int:
 def _write_quantization(fb: flatbuffers.Builder, q: Quantization) -> int:
     scale = fb.CreateNumpyVector(np.asarray(q.scales, dtype=np.float32))
     zp = fb.CreateNumpyVector(np.asarray(q.zero_points, dtype=np.int64))
-    Q = tflite.QuantizationParameters
+    Q = _m("QuantizationParameters")
     Q.QuantizationParametersStart(fb)
     Q.QuantizationParametersAddScale(fb, scale)
     Q.QuantizationParametersAddZeroPoint(fb, zp)
@@ -690,7 +698,7 @@ def _write_index_vector(fb: flatbuffers.Builder, arr: np.ndarray) -> tuple[int, 
         arr = arr.astype(np.int32)
     union_type, table = _INDEX_VECTOR[arr.dtype]
     values = fb.CreateNumpyVector(arr)
-    mod = importlib.import_module(f"tflite.{table}")
+    mod = _m(table)
     getattr(mod, f"{table}Start")(fb)
     getattr(mod, f"{table}AddValues")(fb, values)
     return union_type, getattr(mod, f"{table}End")(fb)
@@ -701,7 +709,7 @@ def _write_sparsity(fb: flatbuffers.Builder, sp: Sparsity) -> int:
     for dm in sp.dim_metadata:
         seg = _write_index_vector(fb, dm.segments) if dm.segments is not None else None
         idx = _write_index_vector(fb, dm.indices) if dm.indices is not None else None
-        D = tflite.DimensionMetadata
+        D = _m("DimensionMetadata")
         D.DimensionMetadataStart(fb)
         D.DimensionMetadataAddFormat(fb, getattr(tflite.DimensionType, dm.format))
         D.DimensionMetadataAddDenseSize(fb, dm.dense_size)
@@ -715,7 +723,7 @@ def _write_sparsity(fb: flatbuffers.Builder, sp: Sparsity) -> int:
     traversal = _int_vector(fb, sp.traversal_order, np.int32)
     block_map = _int_vector(fb, sp.block_map, np.int32)
     dims = _offset_vector(fb, dim_offsets)
-    P = tflite.SparsityParameters
+    P = _m("SparsityParameters")
     P.SparsityParametersStart(fb)
     P.SparsityParametersAddTraversalOrder(fb, traversal)
     P.SparsityParametersAddBlockMap(fb, block_map)
@@ -729,7 +737,7 @@ def _write_tensor(fb: flatbuffers.Builder, t: _TensorDraft) -> int:
     name = fb.CreateString(t.name)
     q = _write_quantization(fb, t.quantization) if t.quantization is not None else None
     sp = _write_sparsity(fb, t.sparsity) if t.sparsity is not None else None
-    T = tflite.Tensor
+    T = _m("Tensor")
     T.TensorStart(fb)
     T.TensorAddShape(fb, shape)
     T.TensorAddType(fb, t.tensor_type)
@@ -753,8 +761,7 @@ def _write_options(fb: flatbuffers.Builder, table: str, opts: Mapping[str, Any])
     # Strings and vectors must be written before the table is started.
     for key, value in opts.items():
         info = fields[key]
-        camel = fields[f"__camel__{key}"].kind
-        add = getattr(mod, f"{table}Add{camel}")
+        add = getattr(mod, f"{table}Add{info.camel}")
         if info.kind == "string":
             value = fb.CreateString(str(value))
         elif info.kind == "vector":
@@ -772,7 +779,7 @@ def _write_operator(fb: flatbuffers.Builder, op: _OpDraft) -> int:
     outputs = _int_vector(fb, op.outputs, np.int32)
     intermediates = _int_vector(fb, op.intermediates, np.int32) if op.intermediates else None
     custom = fb.CreateNumpyVector(np.frombuffer(op.custom_options, dtype=np.uint8)) if op.custom_options else None
-    O = tflite.Operator
+    O = _m("Operator")
     O.OperatorStart(fb)
     O.OperatorAddOpcodeIndex(fb, op.opcode_index)
     O.OperatorAddInputs(fb, inputs)
