@@ -52,12 +52,28 @@ class _Model:
     input_views: list[np.ndarray]
     output_views: list[np.ndarray]
     steps: list[Step]
+    init_steps: list[Step]
     persistent_offset: int = 0
 
 
+def _init_subgraphs(graph: Graph) -> list[int]:
+    """Subgraphs the main subgraph runs once through CALL_ONCE (variable initialisation)."""
+    return sorted({op.options.init_subgraph_index for op in graph.main.operators
+                   if op.opcode == "CALL_ONCE" and op.options is not None})
+
+
+def _needs_own_persistent(graph: Graph, p: MemoryPlan) -> bool:
+    """Whether an init subgraph keeps persistent data other than variable handles (which map to the main storage)."""
+    sg = graph.subgraphs[p.subgraph]
+    return any(pl.region == "persistent" and sg.tensors[i].type_name != "RESOURCE" for i, pl in p.placements.items())
+
+
 def _is_noop(sg: Subgraph, op_index: int, p: MemoryPlan) -> bool:
-    """True when the planner already put the op's result in place: a view op, or a fully placed concat."""
+    """True when nothing is left to do per request: a view op or fully placed concat (the planner put the
+    result in place), a variable handle, or CALL_ONCE (its init subgraph ran at load)."""
     op = sg.operators[op_index]
+    if op.opcode in ("VAR_HANDLE", "CALL_ONCE"):
+        return True
     outs = [o for o in op.outputs if o >= 0]
     if len(outs) == 1:
         out = p.placements.get(outs[0])
@@ -88,12 +104,20 @@ class Executor:
         set_threads(threads)
         t0 = time.perf_counter()
         graphs = {name: src if isinstance(src, Graph) else load_model(src) for name, src in models.items()}
-        for graph in graphs.values():
-            self.registry.resolve(graph.main)  # every unsupported op of the model, named, at load
+        inits = {name: _init_subgraphs(graph) for name, graph in graphs.items()}
+        for name, graph in graphs.items():
+            for k in (0, *inits[name]):  # every unsupported op of the model, named, at load
+                self.registry.resolve(graph.subgraphs[k])
         self.plans = {name: self._plan(name, graph, (plans or {}).get(name), aliasing, strategy, order)
                       for name, graph in graphs.items()}
-        self.persistent_bytes = sum(p.persistent_bytes for p in self.plans.values())
-        self.activation_bytes = max(p.activation_bytes for p in self.plans.values())
+        # Init subgraphs (CALL_ONCE) run at load and on reset_state, never during a request, so they
+        # share the activation region; their variable handles resolve to the main plan's storage.
+        init_plans = {name: {k: self._plan(name, graphs[name], None, aliasing, strategy, "file", subgraph=k)
+                             for k in inits[name]} for name in graphs}
+        self.persistent_bytes = sum(p.persistent_bytes for p in self.plans.values()) + sum(
+            ip.persistent_bytes for n, per in init_plans.items() for ip in per.values() if _needs_own_persistent(graphs[n], ip))
+        self.activation_bytes = max([p.activation_bytes for p in self.plans.values()]
+                                    + [ip.activation_bytes for per in init_plans.values() for ip in per.values()])
         self.arena_bytes = self.persistent_bytes + self.activation_bytes
         self._check_budget()
         self.arena = Arena(self.persistent_bytes, self.activation_bytes)
@@ -101,23 +125,30 @@ class Executor:
         self._models: dict[str, _Model] = {}
         offset = 0
         for name, graph in graphs.items():
-            self._models[name] = self._bind(name, graph, self.plans[name], offset)
+            state: dict[str, np.ndarray] = {}
+            m = self._bind(name, graph, self.plans[name], offset, state)
             offset += self.plans[name].persistent_bytes
+            for k, ip in init_plans[name].items():
+                own = _needs_own_persistent(graph, ip)
+                m.init_steps += self._bind(name, graph, ip, offset, state).steps
+                offset += ip.persistent_bytes if own else 0
+            self._models[name] = m
         self.models = tuple(self._models)
         t1 = time.perf_counter()
         self._warm_up()
+        self.reset_state()
         self.compile_seconds = time.perf_counter() - t1
 
     # ---- load ---------------------------------------------------------------------------------
 
     def _plan(self, name: str, graph: Graph, given: str | Path | MemoryPlan | None, aliasing: Aliasing,
-              strategy: str, order: str) -> MemoryPlan:
+              strategy: str, order: str, subgraph: int = 0) -> MemoryPlan:
         if given is not None:
             if not isinstance(given, MemoryPlan):
                 given = MemoryPlan.from_json(json.loads(Path(given).read_text()), graph)
             return given
-        sg = graph.main
-        return plan(graph, budget=None, strategy=strategy, order=order, aliasing=aliasing,
+        sg = graph.subgraphs[subgraph]
+        return plan(graph, budget=None, strategy=strategy, order=order, aliasing=aliasing, subgraph=subgraph,
                     kernel_info=lambda op: self.registry.info(OpContext.of(sg, op)))
 
     def _check_budget(self) -> None:
@@ -132,8 +163,15 @@ class Executor:
             f"(lower bound {lower:,}; {detail}); raise the budget or serve fewer models per daemon",
             needed=self.arena_bytes, lower_bound=lower, budget=self.budget, hints=hints)
 
-    def _views(self, sg: Subgraph, p: MemoryPlan, persistent_offset: int) -> dict[int, np.ndarray]:
-        """An array per planned tensor: region views for roots, sub-views of the parent for concat parts."""
+    def _views(self, sg: Subgraph, p: MemoryPlan, persistent_offset: int,
+               state: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+        """An array per planned tensor: region views for roots, sub-views of the parent for concat parts.
+
+        A resource handle's array is its variable's storage (1-D bytes), shared by every handle
+        with the same container/shared_name, in whichever subgraph of the model.
+        """
+        handle_names = {o: f"{op.options.container or ''}/{op.options.shared_name or ''}" for op in sg.operators
+                        if op.opcode == "VAR_HANDLE" and op.options is not None for o in op.outputs}
         regions = {"persistent": self.arena.region("persistent")[persistent_offset:],
                    "activation": self.arena.region("activation")}
         views: dict[int, np.ndarray] = {}
@@ -145,7 +183,16 @@ class Executor:
                 raise PlanError(f"alias cycle at tensor {sg.tensors[index].name!r}")
             pl = p.placements[index]
             t = sg.tensors[index]
-            if pl.alias_kind == "concat":
+            if t.type_name == "RESOURCE":
+                key = handle_names.get(index, f"tensor {index} of subgraph {sg.index}")
+                if key not in state:
+                    region = regions[pl.region]
+                    if pl.offset + pl.size > region.nbytes:
+                        raise PlanError(f"variable {key!r} of subgraph {sg.name!r} has no storage: "
+                                        "it is initialised but never used by the main subgraph")
+                    state[key] = region[pl.offset:pl.offset + pl.size]
+                view = state[key]
+            elif pl.alias_kind == "concat":
                 parent = resolve(pl.alias_of, depth + 1)
                 axis = pl.concat_axis
                 index_expr = [slice(None)] * parent.ndim
@@ -162,9 +209,10 @@ class Executor:
             resolve(index)
         return views
 
-    def _bind(self, name: str, graph: Graph, p: MemoryPlan, persistent_offset: int) -> _Model:
-        sg = graph.main
-        views = self._views(sg, p, persistent_offset)
+    def _bind(self, name: str, graph: Graph, p: MemoryPlan, persistent_offset: int,
+              state: dict[str, np.ndarray]) -> _Model:
+        sg = graph.subgraphs[p.subgraph]
+        views = self._views(sg, p, persistent_offset, state)
         scratch_region = self.arena.region("activation")
 
         def arrays(op_index: int) -> tuple[OpContext, list, list, np.ndarray | None]:
@@ -197,16 +245,16 @@ class Executor:
             inputs=[spec(i) for i in sg.inputs], outputs=[spec(i) for i in sg.outputs],
             input_views=[views[i] for i in sg.inputs],
             output_views=[sg.tensors[i].data if sg.tensors[i].is_constant else views[i] for i in sg.outputs],
-            steps=steps, persistent_offset=persistent_offset)
+            steps=steps, init_steps=[], persistent_offset=persistent_offset)
 
     def _warm_up(self) -> None:
         """Run every step once per model so numba compiles (or loads from cache) before serving."""
-        total = sum(len(m.steps) for m in self._models.values())
+        total = sum(len(m.steps) + len(m.init_steps) for m in self._models.values())
         done = 0
         for m in self._models.values():
             for v in m.input_views:
                 v[...] = 0
-            for fn, args in m.steps:
+            for fn, args in m.init_steps + m.steps:
                 fn(*args)
                 done += 1
                 if done % 8 == 0 or done == total:
@@ -263,9 +311,10 @@ class Executor:
         return [v.copy() for v in m.output_views] if copy else list(m.output_views)
 
     def reset_state(self, model: str | None = None) -> None:
-        """Return stateful models to their initial state (variables re-initialised on the next run)."""
+        """Return stateful models to their initial state: run their CALL_ONCE init subgraphs again."""
         for name in ([model] if model is not None else self.models):
-            self._model(name)  # stateless models have nothing to reset
+            for fn, args in self._model(name).init_steps:
+                fn(*args)
 
     def kernel_count(self) -> int:
         """How many compiled numba kernel signatures this process holds."""
