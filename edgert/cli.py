@@ -152,16 +152,19 @@ def _run_bench(args: argparse.Namespace) -> int:
 def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML config (default: the bundled model on tcp://127.0.0.1:5555)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override server.log_level")
+    p.add_argument("--endpoint", action="append", help="bind this endpoint instead of server.endpoints (repeatable)")
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    from edgert.config import default_config, load_config
+    from edgert.config import default_config, load_config, with_endpoints
     from edgert.errors import BudgetExceeded
 
     cfg = load_config(args.config) if args.config else default_config()
+    if args.endpoint:
+        cfg = with_endpoints(cfg, args.endpoint)
     journal = "JOURNAL_STREAM" in os.environ  # journald stamps time and level itself
     logging.basicConfig(level=(args.log_level or cfg.log_level).upper(), stream=sys.stderr,
                         format="%(name)s: %(message)s" if journal else "%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -261,6 +264,78 @@ def _run_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", help="path to a .tflite file")
+    p.add_argument("--intervals", metavar="FILE.csv",
+                   help="solve a raw interval instance (columns id,lower,upper,size; half-open [lower, upper))")
+    p.add_argument("--budget", help="fail unless the arena fits, e.g. 8MiB")
+    p.add_argument("--strategy", default="default", help="default, greedy, breadth or naive")
+    p.add_argument("--order", default="file", choices=("file", "optimized"), help="execution order")
+    for name in ("views", "inplace", "concat"):
+        p.add_argument(f"--no-{name}", action="store_true", help=f"switch off {name} aliasing")
+    p.add_argument("--kernel-info", default="registry", choices=("registry", "none"),
+                   help="ask the kernel registry for scratch/in-place/strided support (default) or assume none")
+    p.add_argument("--subgraph", type=int, default=0, help="subgraph to plan (default 0, the main one)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="solver time limit in seconds (default 0.5 for models, 10 for --intervals)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--svg", metavar="FILE", help="write the lifetime x offset chart as SVG")
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from edgert.errors import PlanError, UnsupportedOpError
+    from edgert.plan import Aliasing, parse_size, plan
+    from edgert.plan.offsets import read_intervals_csv, solve
+
+    if args.intervals:
+        if args.model:
+            raise PlanError("give a MODEL or --intervals FILE.csv, not both")
+        intervals = read_intervals_csv(args.intervals)
+        sol = solve(intervals, args.strategy, align=1, time_limit=10.0 if args.time_limit is None else args.time_limit)
+        result = {"peak_bytes": sol.peak, "lower_bound_bytes": sol.lower_bound, "strategy": sol.strategy,
+                  "proven_optimal": sol.proven_optimal, "time_ms": round(sol.stats.get("ms", 0.0), 3),
+                  "offsets": {str(it.id): sol.offsets[it.id] for it in intervals}}
+        if args.json:
+            _print_json(result)
+        else:
+            print(f"peak {sol.peak:,} B, lower bound {sol.lower_bound:,} B, {len(intervals)} buffers, "
+                  f"{result['time_ms']:.0f} ms ({sol.strategy})")
+        return 0
+    if not args.model:
+        raise PlanError("give a MODEL to plan, or --intervals FILE.csv")
+    from edgert.model import load_model
+    from edgert.plan.render import summary_text, svg
+
+    try:
+        budget = None if args.budget is None else parse_size(args.budget)
+    except ValueError as exc:
+        raise PlanError(f"--budget: {exc}") from exc
+    graph = load_model(args.model)
+    kernel_info = None
+    if args.kernel_info == "registry":
+        from edgert.kernels.registry import OpContext, default_registry
+
+        registry, sg = default_registry(), graph.subgraphs[args.subgraph] if 0 <= args.subgraph < len(graph.subgraphs) else graph.main
+
+        def kernel_info(op):
+            try:
+                return registry.info(OpContext.of(sg, op))
+            except UnsupportedOpError:
+                return None  # plans anyway; `edgert inspect` names what cannot run
+    aliasing = Aliasing(views=not args.no_views, inplace=not args.no_inplace, concat=not args.no_concat)
+    result = plan(graph, budget=budget, strategy=args.strategy, order=args.order, aliasing=aliasing,
+                  kernel_info=kernel_info, time_limit=0.5 if args.time_limit is None else args.time_limit,
+                  subgraph=args.subgraph)
+    if args.svg:
+        with open(args.svg, "w") as f:
+            f.write(svg(result, graph))
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(summary_text(result, graph))
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "run": ("run a model once on given or seeded inputs", _add_run, _run_run),
     "verify": ("compare edgert's outputs with LiteRT's reference kernels", _add_verify, _run_verify),
@@ -270,6 +345,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "infer": ("send one inference request to a running daemon", _add_infer, _run_infer),
     "status": ("show a running daemon's health, request stats and memory", _add_status, _run_status),
     "tune": ("smallest arena budget per planner option for a config's models", _add_tune, _run_tune),
+    "plan": ("plan a model's memory arena (or solve a raw interval instance) and report it", _add_plan, _run_plan),
 }
 
 
