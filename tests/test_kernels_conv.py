@@ -154,19 +154,21 @@ def test_conv2d_reads_strided_input():
     assert_close_float(run_ours(model, [wide[..., 1:6]])[0], ref[0])
 
 
-def test_conv2d_rejects_int8_with_reason():
+def test_conv2d_rejects_unsupported_int8_with_reason():
+    # int8 input with a nonzero int8 filter zero point: TFLite's kernel ignores it, we refuse it.
     from oneop import build_one_op
 
     q = quant(0.05, 0)
 
     model = build_one_op("CONV_2D", [((1, 4, 4, 3), np.int8, q)], [((1, 4, 4, 2), np.int8, q)],
                          dict(padding="SAME", stride_h=1, stride_w=1),
-                         consts={1: (np.ones((2, 1, 1, 3), np.int8), quant(0.1, 0)),
+                         consts={1: (np.ones((2, 1, 1, 3), np.int8), quant(0.1, 3)),
                                  2: (np.zeros(2, np.int32), quant(0.005, 0))})
     g = load_model(model)
     ctx = OpContext.of(g.main, g.main.operators[0])
     found = registry().find(ctx)
-    assert isinstance(found, str) and "int8" in found
+    assert isinstance(found, str) and "int8 input 0 not supported (float32 kernel)" in found
+    assert "nonzero zero point" in found
     with pytest.raises(UnsupportedOpError, match="CONV_2D"):
         registry().lookup(ctx)
 

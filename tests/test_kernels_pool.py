@@ -61,13 +61,15 @@ def test_max_pool_all_negative_window_is_not_zero():
     assert outs[0][0, 0, 0, 0] == -1.0
 
 
-def test_pool_rejects_int8_with_reason():
-    q = quant(0.1, 0)
-    model = build_one_op("AVERAGE_POOL_2D", [((1, 4, 4, 2), np.int8, q)], [((1, 2, 2, 2), np.int8, q)],
+def test_pool_rejects_int8_with_differing_output_quantization():
+    # TFLite requires pooling's input and output quantization to be equal; we say so instead of guessing.
+    model = build_one_op("AVERAGE_POOL_2D", [((1, 4, 4, 2), np.int8, quant(0.1, 0))],
+                         [((1, 2, 2, 2), np.int8, quant(0.2, 1))],
                          dict(padding="VALID", stride_h=2, stride_w=2, filter_height=2, filter_width=2))
     g = load_model(model)
     found = registry().find(OpContext.of(g.main, g.main.operators[0]))
-    assert isinstance(found, str) and "int8" in found
+    assert isinstance(found, str) and "int8 input 0 not supported (float32 kernel)" in found
+    assert "quantization differ" in found
 
 
 @pytest.mark.parametrize("name", ["zoo/unet_small_128_float.tflite", "zoo/vww_mobilenet_v1_025_float.tflite",

@@ -1,6 +1,6 @@
 """One-op speed comparison: edgert kernels vs LiteRT builtin (no XNNPACK) vs LiteRT XNNPACK, 1 thread.
 
-Run: OPENBLAS_NUM_THREADS=1 python tools/bench_ops.py [section ...]   (sections: conv, pool, shape)
+Run: OPENBLAS_NUM_THREADS=1 python tools/bench_ops.py [section ...]   (sections: conv, pool, int8, shape, ...)
 Prints the best of N runs in microseconds per op. Each section is a list of (name, builder) where
 the builder returns one-op model bytes and its input shapes; engineers own their section.
 OPENBLAS_NUM_THREADS must be set before numpy loads: BLAS-backed kernels otherwise use every core.
@@ -117,6 +117,80 @@ def reduce(opcode, in_shape, axes, keep=True):
     return one_op(opcode, in_shape, out, dict(keep_dims=keep), {1: np.array(axes, np.int32)}), in_shape
 
 
+def _q(scale, zp=0, axis=0):
+    from edgert.model.builder import quant
+
+    return quant(scale, zp, axis)
+
+
+def qone_op(opcode: str, in_shape, out_shape, options: dict, consts: dict, version: int) -> tuple[bytes, tuple, type]:
+    """An int8 one-op model (per-channel weights at position 1, int32 bias at 2 / 3) and its input spec."""
+    b = ModelBuilder(description=f"bench int8 {opcode}")
+    ins = []
+    for pos in range(1 + len(consts)):
+        if pos in consts:
+            value, q = consts[pos] if isinstance(consts[pos], tuple) else (consts[pos], None)
+            ins.append(b.const(f"c{pos}", value, q))
+        else:
+            ins.append(b.input("x", in_shape, np.int8, _q(0.05, 3)))
+    y = b.tensor("y", out_shape, np.int8, _q(0.1, -4))
+    b.op(opcode, ins, [y], options=options, version=version)
+    b.output(y)
+    return b.build(), in_shape, np.int8
+
+
+def _qw(shape, axis):
+    n = shape[axis]
+    scales = _RNG.uniform(0.002, 0.02, n)
+    return (_RNG.integers(-127, 128, shape).astype(np.int8), _q(scales, 0, axis)), scales
+
+
+def _qb(scales):
+    return _RNG.integers(-2000, 2000, len(scales)).astype(np.int32), _q(scales * 0.05, 0)
+
+
+def qconv(in_shape, o, k, s, act="RELU6", pad="SAME"):
+    n, h, w, c = in_shape
+    oh, ow = conv_geometry(pad, h, k, s)[0], conv_geometry(pad, w, k, s)[0]
+    wq, scales = _qw((o, k, k, c), 0)
+    opts = dict(padding=pad, stride_h=s, stride_w=s, fused_activation_function=act)
+    return qone_op("CONV_2D", in_shape, (n, oh, ow, o), opts, {1: wq, 2: _qb(scales)}, 3)
+
+
+def qdw(in_shape, k, s, act="RELU6", pad="SAME"):
+    n, h, w, c = in_shape
+    oh, ow = conv_geometry(pad, h, k, s)[0], conv_geometry(pad, w, k, s)[0]
+    wq, scales = _qw((1, k, k, c), 3)
+    opts = dict(padding=pad, stride_h=s, stride_w=s, depth_multiplier=1, fused_activation_function=act)
+    return qone_op("DEPTHWISE_CONV_2D", in_shape, (n, oh, ow, c), opts, {1: wq, 2: _qb(scales)}, 3)
+
+
+def qfc(batch, i, o, act="NONE"):
+    wq, scales = _qw((o, i), 0)
+    return qone_op("FULLY_CONNECTED", (batch, i), (batch, o), dict(fused_activation_function=act),
+                   {1: wq, 2: _qb(scales)}, 4)
+
+
+def qtconv(in_shape, o, k, s):
+    n, h, w, c = in_shape
+    out = (n, h * s, w * s, o)
+    wq, _ = _qw((o, k, k, c), 0)
+    opts = dict(padding="SAME", stride_h=s, stride_w=s)
+    return qone_op("TRANSPOSE_CONV", in_shape, out, opts, {0: np.array(out, np.int32), 1: wq}, 3)
+
+
+def qpool(opcode, in_shape, k, s, pad="VALID"):
+    n, h, w, c = in_shape
+    oh, ow = conv_geometry(pad, h, k, s)[0], conv_geometry(pad, w, k, s)[0]
+    b = ModelBuilder(description=f"bench int8 {opcode}")
+    x = b.input("x", in_shape, np.int8, _q(0.05, 3))
+    y = b.tensor("y", (n, oh, ow, c), np.int8, _q(0.05, 3))
+    b.op(opcode, [x], [y], options=dict(padding=pad, stride_h=s, stride_w=s, filter_height=k, filter_width=k),
+         version=2)
+    b.output(y)
+    return b.build(), in_shape, np.int8
+
+
 # Shapes from zoo/mobilenet_v2_100_224, zoo/unet_small_128, zoo/ad_fc_autoencoder, zoo/vww_mobilenet_v1_025.
 SECTIONS: dict[str, list[tuple[str, Callable[[], tuple[bytes, tuple]]]]] = {
     "conv": [
@@ -134,6 +208,24 @@ SECTIONS: dict[str, list[tuple[str, Callable[[], tuple[bytes, tuple]]]]] = {
         ("unet tconv 8x8x256 2x2/2 ->128", lambda: tconv((1, 8, 8, 256), 128, 2, 2)),
         ("autoencoder fc 640 ->128", lambda: fc(1, 640, 128, act="RELU")),
         ("small fc 16 ->16", lambda: fc(1, 16, 16, act="RELU")),
+    ],
+    # The conv section's shapes again, int8 with per-channel weights (zoo/*_int8 layers).
+    "int8": [
+        ("int8 mnv2 conv 224x224x3 3x3/2 ->32", lambda: qconv((1, 224, 224, 3), 32, 3, 2)),
+        ("int8 mnv2 dw 112x112x32 3x3/1", lambda: qdw((1, 112, 112, 32), 3, 1)),
+        ("int8 mnv2 1x1 112x112x16 ->96", lambda: qconv((1, 112, 112, 16), 96, 1, 1)),
+        ("int8 mnv2 dw 112x112x96 3x3/2", lambda: qdw((1, 112, 112, 96), 3, 2)),
+        ("int8 mnv2 1x1 56x56x144 ->24", lambda: qconv((1, 56, 56, 144), 24, 1, 1, act="NONE")),
+        ("int8 mnv2 dw 28x28x192 3x3/1", lambda: qdw((1, 28, 28, 192), 3, 1)),
+        ("int8 mnv2 dw 7x7x960 3x3/1", lambda: qdw((1, 7, 7, 960), 3, 1)),
+        ("int8 mnv2 1x1 7x7x320 ->1280", lambda: qconv((1, 7, 7, 320), 1280, 1, 1)),
+        ("int8 mnv2 fc 1280 ->1000", lambda: qfc(1, 1280, 1000)),
+        ("int8 unet 3x3 128x128x16 ->16", lambda: qconv((1, 128, 128, 16), 16, 3, 1, act="RELU")),
+        ("int8 unet 3x3 16x16x128 ->128", lambda: qconv((1, 16, 16, 128), 128, 3, 1, act="RELU")),
+        ("int8 unet tconv 8x8x256 2x2/2 ->128", lambda: qtconv((1, 8, 8, 256), 128, 2, 2)),
+        ("int8 autoencoder fc 640 ->128", lambda: qfc(1, 640, 128, act="RELU")),
+        ("int8 unet maxpool 128x128x16 2x2/2", lambda: qpool("MAX_POOL_2D", (1, 128, 128, 16), 2, 2)),
+        ("int8 vww avgpool 3x3x256 global", lambda: qpool("AVERAGE_POOL_2D", (1, 3, 3, 256), 3, 1)),
     ],
     "pool": [
         ("unet maxpool 128x128x16 2x2/2", lambda: pool("MAX_POOL_2D", (1, 128, 128, 16), 2, 2)),
@@ -209,8 +301,8 @@ def main(argv: list[str]) -> None:
     print(f"{'op':36s} {'kernel':22s} {'edgert':>10s} {'builtin':>10s} {'xnnpack':>10s}  (us, best of 20)")
     for section in sections:
         for name, make in SECTIONS[section]:
-            model, in_shape = make()
-            x = random_inputs([(in_shape, np.float32)], seed=1)[0]
+            model, in_shape, *dtype = make()
+            x = random_inputs([(in_shape, dtype[0] if dtype else np.float32)], seed=1)[0]
             ours, kernel = _ours(model, x)
             row = [_best_us(ours, 20), _best_us(_litert(model, x, "builtin"), 20), _best_us(_litert(model, x, "xnnpack"), 20)]
             print(f"{name:36s} {kernel:22s} {row[0]:10.1f} {row[1]:10.1f} {row[2]:10.1f}", flush=True)

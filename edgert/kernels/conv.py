@@ -13,7 +13,8 @@ has few channels (first layers, C <= 4) or when a view cannot be collapsed to GE
 FULLY_CONNECTED, and every bias + fused-activation pass. All write N-D indexed outputs, so every
 kernel here accepts a non-contiguous (channel-sliced) output view.
 
-Quantized entries (issue #5) go beside the float ones in `register`, each with its own supports().
+Quantized (int8/uint8) entries sit beside the float ones in `register`, each with its own
+supports(); their arithmetic is described at the "quantized" section below.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ import numpy as np
 from numba import njit
 
 from edgert.kernels.activations import activation_code, activation_range, activation_supported, clamp_code
+from edgert.kernels.fixedpoint import (
+    activation_range_quantized,
+    quantize_multiplier_array,
+    wrap32,
+)
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
 
 F32 = np.dtype(np.float32)
@@ -607,13 +613,577 @@ def _bmm_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None)
     return np.matmul, (lhs, rhs, outs[0])
 
 
+# ---------------------------------------------------------------- quantized (int8 / uint8) kernels
+#
+# TFLite's integer conv family (reference_integer_ops/{conv,depthwise_conv,fully_connected,
+# transpose_conv}.h and the uint8 reference_ops versions) computes, per output element,
+#   acc = bias[o] + sum (x + in_off) * (w + w_off)        (int32, in_off = -zp_in)
+#   out = clamp(MultiplyByQuantizedMultiplier(acc, mult[o], shift[o]) + zp_out, act_min, act_max)
+# with w_off = -zp_w for uint8 and for per-tensor int8 FULLY_CONNECTED, and 0 for the int8
+# conv/depthwise/transpose kernels (they ignore the filter zero point; we require it to be 0).
+# Integer sums are exact modulo 2^32 in any order, so the loops below regroup freely:
+# - GEMM-shaped work is a plain dot product of raw 8-bit values, the offsets folded into a
+#   per-channel `bias_eff = bias + in_off * sum(w) + K * in_off * w_off` computed once in bind,
+#   plus `w_off * sum(x)` per row when w_off != 0 (uint8);
+# - padding taps are skipped (direct loops) or filled with zp_in, whose (x + in_off) is 0 (im2col).
+
+Q8 = (np.dtype(np.int8), np.dtype(np.uint8))
+I32 = np.dtype(np.int32)
+# Below this many multiply-adds per output (K = KH*KW*C) with at least this many output channels,
+# CONV_2D vectorizes over output channels (outer product) instead of over K (dot product): a dot of
+# a few dozen bytes spends more on its horizontal sum than on the multiplies.
+OUTER_MAX_K = 64
+OUTER_MIN_O = 16
+# Rows of the int8 im2col tile of the dot-product path (the tile is rows * K bytes of scratch).
+QIM2COL_TILE_BYTES = 64 * 1024
+
+
+@njit(inline="always", cache=True)
+def requantize(acc, mult, shift, out_zp, lo, hi, single):
+    """int32 accumulator -> output code: MultiplyByQuantizedMultiplier, + zero point, activation clamp.
+
+    Branch-free (selects only), so a loop over output channels vectorizes; bit-identical to
+    fixedpoint.multiply_by_quantized_multiplier (double rounding) or its single-rounding variant.
+    single: LiteRT 2.3's BUILTIN_REF rounds FULLY_CONNECTED (int8 per-tensor and per-channel,
+    uint8) once and CONV_2D, DEPTHWISE_CONV_2D and TRANSPOSE_CONV twice: measured against the
+    oracle on accumulators where the two differ (tests/test_kernels_conv_quant.py keeps that
+    measurement).
+    """
+    x = np.int64(acc)
+    m = np.int64(mult)
+    sh = np.int64(shift)
+    if single:
+        total = np.int64(31) - sh
+        v = (x * m + (np.int64(1) << (total - 1))) >> total
+    else:
+        left = sh if sh > 0 else np.int64(0)
+        right = -sh if sh < 0 else np.int64(0)
+        x = np.int64(np.int32(x << left))  # C++ int32 wrap of x * 2^left
+        ab = x * m
+        s = ab + (np.int64(1 << 30) if ab >= 0 else np.int64(1 - (1 << 30)))
+        q = (s + ((s >> 63) & np.int64(0x7FFFFFFF))) >> 31  # division by 2^31 toward zero
+        mask = (np.int64(1) << right) - 1
+        threshold = (mask >> 1) + (np.int64(1) if q < 0 else np.int64(0))
+        v = (q >> right) + (np.int64(1) if (q & mask) > threshold else np.int64(0))
+    v = np.int64(np.int32(v)) + out_zp
+    v = lo if v < lo else v
+    return hi if v > hi else v
+
+
+def quant_params_problem(ctx: OpContext, positions: tuple[int, ...]) -> str | None:
+    """None when every given tensor (absent ones skipped) and output 0 carry quantization parameters."""
+    for i in positions:
+        t = ctx.inputs[i] if i < len(ctx.inputs) else None
+        if t is None:
+            continue
+        q = t.quantization
+        if q is None or not q.scales or any(s <= 0 or not np.isfinite(s) for s in q.scales):
+            return f"tensor {t.name!r} has no usable quantization scale"
+    q = ctx.outputs[0].quantization
+    if q is None or not q.scales or q.scales[0] <= 0:
+        return f"output {ctx.outputs[0].name!r} has no usable quantization scale"
+    return None
+
+
+def quant_conv_types(ctx: OpContext, x_pos: int, w_pos: int, b_pos: int | None, channel_axis: int) -> str | None:
+    """Dtype and quantization checks shared by the quantized conv-family kernels."""
+    x, w = ctx.inputs[x_pos], ctx.inputs[w_pos]
+    b = ctx.inputs[b_pos] if b_pos is not None and b_pos < len(ctx.inputs) else None
+    out = ctx.outputs[0]
+    if x.dtype not in Q8:
+        return f"{x.dtype} input not supported (int8/uint8 kernel)"
+    if out.dtype != x.dtype:
+        return f"{x.dtype} input with {out.dtype} output not supported"
+    if w.dtype != x.dtype:
+        return f"{w.dtype} weights with {x.dtype} input not supported"
+    if not w.is_constant:
+        return "weights must be constant"
+    if b is not None and (b.dtype != I32 or not b.is_constant):
+        return f"{b.dtype} {'constant ' if b.is_constant else 'non-constant '}bias not supported (int32 constant)"
+    reason = quant_params_problem(ctx, (x_pos, w_pos))
+    if reason:
+        return reason
+    q = w.quantization
+    n_out = w.shape[channel_axis]
+    if q.per_channel:
+        if len(q.scales) != n_out or q.quantized_dimension != channel_axis:
+            return f"per-channel weights must have {n_out} scales along axis {channel_axis}"
+        if x.dtype == np.uint8:
+            return "per-channel uint8 weights not supported"
+    if w.sparsity is not None:
+        return "sparse weights not supported"
+    return None
+
+
+def _filter_offset(ctx: OpContext, w_pos: int, allow_int8_zp: bool) -> int | str:
+    """-zp_w as the kernel applies it, or a reason when the zero point cannot be honoured."""
+    w = ctx.inputs[w_pos]
+    zps = w.quantization.zero_points or (0,)
+    if w.dtype == np.uint8 or allow_int8_zp:
+        return -int(zps[0])
+    if any(z != 0 for z in zps):
+        return "int8 weights with a nonzero zero point not supported"
+    return 0
+
+
+def _requant_arrays(ctx: OpContext, x_pos: int, w_pos: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output-channel (multiplier, shift) int32 arrays, as PopulateConvolutionQuantizationParams.
+
+    effective scale = double(input scale) * double(filter scale) / double(output scale).
+    """
+    s_in = float(ctx.inputs[x_pos].quantization.scales[0])
+    s_out = float(ctx.outputs[0].quantization.scales[0])
+    w_scales = ctx.inputs[w_pos].quantization.scales
+    if len(w_scales) == 1:
+        w_scales = w_scales * n_out
+    return quantize_multiplier_array([s_in * float(s) / s_out for s in w_scales])
+
+
+def _out_range(ctx: OpContext) -> tuple[int, int, int]:
+    """(zp_out, act_min, act_max) of output 0 with the op's fused activation."""
+    out = ctx.outputs[0]
+    q = out.quantization
+    zp = int(q.zero_points[0]) if q.zero_points else 0
+    lo, hi = activation_range_quantized(option(ctx, "fused_activation_function", "NONE"), q.scales[0], zp, out.dtype)
+    return zp, lo, hi
+
+
+def _in_offset(ctx: OpContext, x_pos: int) -> int:
+    q = ctx.inputs[x_pos].quantization
+    return -(int(q.zero_points[0]) if q.zero_points else 0)
+
+
+def _bias_eff(bias: np.ndarray | None, wsum: np.ndarray, k: int, in_off: int, w_off: int) -> np.ndarray:
+    """bias + in_off*sum(w) + K*in_off*w_off per output channel, wrapped to int32 as C++ sums wrap."""
+    b = np.zeros(wsum.shape[0], np.int64) if bias is None else np.asarray(bias, np.int64).ravel()
+    return (b + in_off * wsum + k * in_off * w_off).astype(np.int32)
+
+
+def _int32_or_zeros(bias: np.ndarray | None, n: int) -> np.ndarray:
+    return np.zeros(n, np.int32) if bias is None else bias
+
+
+def _i32_scratch(scratch: np.ndarray, count: int, offset_bytes: int = 0) -> np.ndarray:
+    return scratch[offset_bytes : offset_bytes + count * 4].view(np.int32)
+
+
+@njit(cache=True)
+def _qdot_rows(src, w2, bias_eff, w_off, out_rows, p0, mult, shift, out_zp, lo, hi, single, accs):
+    """out_rows[p0 + r, o] = requantize(dot(src[r], w2[o]) + bias_eff[o] + w_off * sum(src[r])).
+
+    accs: int32 scratch of one row's outputs; the dots and the requantization run as separate
+    loops because LLVM vectorizes neither when they share one.
+    """
+    k_len = src.shape[1]
+    n_o = w2.shape[0]
+    for r in range(src.shape[0]):
+        row = src[r]
+        extra = np.int32(0)
+        if w_off != 0:
+            s = 0
+            for k in range(k_len):
+                s += np.int32(row[k])
+            extra = np.int32(w_off * s)
+        for o in range(n_o):
+            wo = w2[o]
+            acc = np.int32(0)
+            for k in range(k_len):
+                acc += np.int32(row[k]) * np.int32(wo[k])
+            accs[o] = acc
+        dst = out_rows[p0 + r]
+        for o in range(n_o):
+            dst[o] = requantize(np.int32(accs[o] + bias_eff[o] + extra), mult[o], shift[o], out_zp, lo, hi, single)
+
+
+@njit(cache=True)
+def _qconv_im2col(inp, col, w2, bias_eff, w_off, out_rows, mult, shift, out_zp, lo, hi,
+                  oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, fill, accs):
+    # col: [tile rows, K] scratch of the input dtype; padding taps hold zp_in (x + in_off == 0).
+    h, wd, c = inp.shape[1], inp.shape[2], inp.shape[3]
+    plane = oh * ow
+    total = inp.shape[0] * plane
+    rows = col.shape[0]
+    for r0 in range(0, total, rows):
+        n_rows = min(rows, total - r0)
+        for r in range(n_rows):
+            p = r0 + r
+            n = p // plane
+            rem = p - n * plane
+            oy = rem // ow
+            ox = rem - oy * ow
+            iy0 = oy * sh - pt
+            ix0 = ox * sw - pl
+            dst = col[r]
+            k = 0
+            for ky in range(kh):
+                iy = iy0 + ky * dh
+                for kx in range(kw):
+                    ix = ix0 + kx * dw
+                    if iy >= 0 and iy < h and ix >= 0 and ix < wd:
+                        src = inp[n, iy, ix]
+                        for ci in range(c):
+                            dst[k + ci] = src[ci]
+                    else:
+                        for ci in range(c):
+                            dst[k + ci] = fill
+                    k += c
+        _qdot_rows(col[:n_rows], w2, bias_eff, w_off, out_rows, r0, mult, shift, out_zp, lo, hi, False, accs)
+
+
+@njit(cache=True)
+def _qconv_outer(inp, w, wt, bias, out, acc, mult, shift, in_off, w_off, out_zp, lo, hi,
+                 sh, sw, dh, dw, pt, pl):
+    # Vectorized over output channels: wt (scratch, [KH*KW*C, O] int32) is w + w_off repacked
+    # on each call, cheap next to the P*K*O multiply-adds this path is chosen for.
+    n_o, kh, kw, c = w.shape
+    for ky in range(kh):
+        for kx in range(kw):
+            for ci in range(c):
+                row = wt[(ky * kw + kx) * c + ci]
+                for o in range(n_o):
+                    row[o] = np.int32(w[o, ky, kx, ci]) + w_off
+    n_b, h, wd = inp.shape[0], inp.shape[1], inp.shape[2]
+    oh, ow = out.shape[1], out.shape[2]
+    for n in range(n_b):
+        for oy in range(oh):
+            iy0 = oy * sh - pt
+            ky0, ky1 = max(0, (dh - 1 - iy0) // dh), min(kh, (h - iy0 + dh - 1) // dh)
+            for ox in range(ow):
+                ix0 = ox * sw - pl
+                kx0, kx1 = max(0, (dw - 1 - ix0) // dw), min(kw, (wd - ix0 + dw - 1) // dw)
+                for o in range(n_o):
+                    acc[o] = bias[o]
+                for ky in range(ky0, ky1):
+                    iy = iy0 + ky * dh
+                    for kx in range(kx0, kx1):
+                        src = inp[n, iy, ix0 + kx * dw]
+                        base = (ky * kw + kx) * c
+                        for ci in range(c):
+                            xv = np.int32(src[ci]) + in_off
+                            row = wt[base + ci]
+                            for o in range(n_o):
+                                acc[o] += xv * row[o]
+                dst = out[n, oy, ox]
+                for o in range(n_o):
+                    dst[o] = requantize(np.int64(acc[o]), mult[o], shift[o], out_zp, lo, hi, False)
+
+
+def _qconv_supports(ctx: OpContext) -> str | None:
+    reason = version_ok(ctx)
+    if reason:
+        return reason
+    inp, w, out = ctx.inputs[0], ctx.inputs[1], ctx.outputs[0]
+    if len(inp.shape) != 4 or len(w.shape) != 4 or len(out.shape) != 4:
+        return "only 4-D input, filter and output"
+    reason = quant_conv_types(ctx, 0, 1, 2, 0)
+    if reason:
+        return reason
+    w_off = _filter_offset(ctx, 1, allow_int8_zp=False)
+    if isinstance(w_off, str):
+        return w_off
+    reason = activation_supported(option(ctx, "fused_activation_function", "NONE"))
+    if reason:
+        return reason
+    if inp.shape[3] != w.shape[3]:
+        return f"grouped quantized conv not supported (filter depth {w.shape[3]}, input depth {inp.shape[3]})"
+    p = _conv_params(ctx)
+    want = (inp.shape[0], p["oh"], p["ow"], w.shape[0])
+    if tuple(out.shape) != want:
+        return f"output shape {tuple(out.shape)} does not match computed {want}"
+    return None
+
+
+def _qconv_path(ctx: OpContext) -> str:
+    n_o, kh, kw, c = ctx.inputs[1].shape
+    if kh * kw * c < OUTER_MAX_K and n_o >= OUTER_MIN_O:
+        return "outer"
+    p = _conv_params(ctx)
+    if kh == 1 and kw == 1 and p["sh"] == 1 and p["sw"] == 1:
+        return "rows"
+    return "im2col"
+
+
+def _qim2col_rows(ctx: OpContext) -> tuple[int, int]:
+    _, kh, kw, c = ctx.inputs[1].shape
+    k = kh * kw * c
+    total = ctx.outputs[0].size // ctx.outputs[0].shape[3]
+    return max(1, min(total, max(16, QIM2COL_TILE_BYTES // max(1, k)))), k
+
+
+def _qconv_scratch(ctx: OpContext) -> int:
+    n_o, kh, kw, c = ctx.inputs[1].shape
+    path = _qconv_path(ctx)
+    if path == "outer":
+        return (kh * kw * c * n_o + n_o) * 4
+    rows, k = _qim2col_rows(ctx)
+    # int32 row accumulators, then the im2col tile ("rows" falls back to it for a non-row-major input)
+    return n_o * 4 + rows * k
+
+
+def _qconv_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
+    inp, w = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    out = outs[0]
+    p = _conv_params(ctx)
+    n_o, kh, kw, c = w.shape
+    in_off = _in_offset(ctx, 0)
+    w_off = _filter_offset(ctx, 1, allow_int8_zp=False)
+    mult, shift = _requant_arrays(ctx, 0, 1, n_o)
+    out_zp, lo, hi = _out_range(ctx)
+    path = _qconv_path(ctx)
+    if path == "outer":
+        wt = _i32_scratch(scratch, kh * kw * c * n_o).reshape(kh * kw * c, n_o)
+        acc = _i32_scratch(scratch, n_o, kh * kw * c * n_o * 4)
+        return _qconv_outer, (inp, w, wt, _int32_or_zeros(bias, n_o), out, acc, mult, shift,
+                              in_off, w_off, out_zp, lo, hi, p["sh"], p["sw"], p["dh"], p["dw"], p["pt"], p["pl"])
+    k = kh * kw * c
+    w2 = np.reshape(w, (n_o, k), copy=False)
+    wsum = np.asarray(w2, np.int64).sum(axis=1)
+    bias_eff = _bias_eff(bias, wsum, k, in_off, w_off)
+    out_rows = rows_view(out)
+    if out_rows is None:
+        raise ValueError(f"CONV_2D output view {out.shape} / strides {out.strides} cannot be seen as rows")
+    accs = _i32_scratch(scratch, n_o)
+    in_rows = rows_view(inp) if path == "rows" else None
+    if in_rows is not None and in_rows.shape[1] == k:
+        return _qdot_rows, (in_rows, w2, bias_eff, w_off, out_rows, 0, mult, shift, out_zp, lo, hi, False, accs)
+    rows, _ = _qim2col_rows(ctx)
+    col = scratch[n_o * 4 : n_o * 4 + rows * k].view(inp.dtype).reshape(rows, k)
+    fill = inp.dtype.type(-in_off)
+    return _qconv_im2col, (inp, col, w2, bias_eff, w_off, out_rows, mult, shift, out_zp, lo, hi,
+                           p["oh"], p["ow"], kh, kw, p["sh"], p["sw"], p["dh"], p["dw"], p["pt"], p["pl"], fill, accs)
+
+
+# ------------------------------------------------ quantized DEPTHWISE_CONV_2D
+
+
+@njit(cache=True)
+def _qdepthwise(inp, w, bias, out, acc, mult, shift, in_off, w_off, out_zp, lo, hi,
+                sh, sw, dh, dw, pt, pl, dmult):
+    n_b, h, wd, c = inp.shape
+    kh, kw = w.shape[1], w.shape[2]
+    oh, ow, oc = out.shape[1], out.shape[2], out.shape[3]
+    for n in range(n_b):
+        for oy in range(oh):
+            iy0 = oy * sh - pt
+            ky0, ky1 = max(0, (dh - 1 - iy0) // dh), min(kh, (h - iy0 + dh - 1) // dh)
+            for ox in range(ow):
+                ix0 = ox * sw - pl
+                kx0, kx1 = max(0, (dw - 1 - ix0) // dw), min(kw, (wd - ix0 + dw - 1) // dw)
+                for o in range(oc):
+                    acc[o] = bias[o]
+                for ky in range(ky0, ky1):
+                    iy = iy0 + ky * dh
+                    for kx in range(kx0, kx1):
+                        src = inp[n, iy, ix0 + kx * dw]
+                        wv = w[0, ky, kx]
+                        if dmult == 1:
+                            for ci in range(c):
+                                acc[ci] += (np.int32(src[ci]) + in_off) * (np.int32(wv[ci]) + w_off)
+                        else:
+                            for ci in range(c):
+                                v = np.int32(src[ci]) + in_off
+                                base = ci * dmult
+                                for m in range(dmult):
+                                    acc[base + m] += v * (np.int32(wv[base + m]) + w_off)
+                dst = out[n, oy, ox]
+                for o in range(oc):
+                    dst[o] = requantize(np.int64(acc[o]), mult[o], shift[o], out_zp, lo, hi, False)
+
+
+def _qdw_supports(ctx: OpContext) -> str | None:
+    reason = version_ok(ctx)
+    if reason:
+        return reason
+    inp, w, out = ctx.inputs[0], ctx.inputs[1], ctx.outputs[0]
+    if len(inp.shape) != 4 or len(w.shape) != 4 or len(out.shape) != 4:
+        return "only 4-D input, filter and output"
+    reason = quant_conv_types(ctx, 0, 1, 2, 3)
+    if reason:
+        return reason
+    w_off = _filter_offset(ctx, 1, allow_int8_zp=False)
+    if isinstance(w_off, str):
+        return w_off
+    reason = activation_supported(option(ctx, "fused_activation_function", "NONE"))
+    if reason:
+        return reason
+    c, oc = inp.shape[3], w.shape[3]
+    if w.shape[0] != 1 or c == 0 or oc % c:
+        return f"filter shape {tuple(w.shape)} is not [1, KH, KW, {c}*multiplier]"
+    p = _conv_params(ctx)
+    want = (inp.shape[0], p["oh"], p["ow"], oc)
+    if tuple(out.shape) != want:
+        return f"output shape {tuple(out.shape)} does not match computed {want}"
+    return None
+
+
+def _qdw_scratch(ctx: OpContext) -> int:
+    return ctx.outputs[0].shape[3] * 4
+
+
+def _qdw_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
+    inp, w = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    out = outs[0]
+    p = _conv_params(ctx)
+    oc = w.shape[3]
+    mult, shift = _requant_arrays(ctx, 0, 1, oc)
+    out_zp, lo, hi = _out_range(ctx)
+    return _qdepthwise, (
+        inp, w, _int32_or_zeros(bias, oc), out, _i32_scratch(scratch, oc), mult, shift,
+        _in_offset(ctx, 0), _filter_offset(ctx, 1, allow_int8_zp=False), out_zp, lo, hi,
+        p["sh"], p["sw"], p["dh"], p["dw"], p["pt"], p["pl"], oc // inp.shape[3],
+    )
+
+
+# ------------------------------------------------ quantized TRANSPOSE_CONV
+
+
+@njit(cache=True)
+def _qtransposeconv(inp, w, wsum_tap, bias, out, acc, mult, shift, in_off, w_off, out_zp, lo, hi,
+                    sh, sw, pt, pl):
+    # The reference's scatter: every input pixel adds (x + in_off) * (w + w_off) into the int32
+    # accumulator of each output pixel its taps reach; the inner dot runs over contiguous input
+    # channels, with the offsets folded in per tap (wsum_tap) and per pixel (sum of x).
+    n_b, h, wd, c = inp.shape
+    n_o, kh, kw = w.shape[0], w.shape[1], w.shape[2]
+    oh, ow = out.shape[1], out.shape[2]
+    for n in range(n_b):
+        for i in range(acc.shape[0]):
+            acc[i] = 0
+        for iy in range(h):
+            for ix in range(wd):
+                src = inp[n, iy, ix]
+                xsum = 0  # raw sum of x: w_off * xsum + in_off * wsum_tap completes the offset terms
+                if w_off != 0:
+                    for ci in range(c):
+                        xsum += np.int32(src[ci])
+                for ky in range(kh):
+                    oy = iy * sh - pt + ky
+                    if oy < 0 or oy >= oh:
+                        continue
+                    for kx in range(kw):
+                        ox = ix * sw - pl + kx
+                        if ox < 0 or ox >= ow:
+                            continue
+                        base = (oy * ow + ox) * n_o
+                        for o in range(n_o):
+                            wv = w[o, ky, kx]
+                            d = np.int32(0)
+                            for ci in range(c):
+                                d += np.int32(src[ci]) * np.int32(wv[ci])
+                            acc[base + o] += wrap32(d + in_off * wsum_tap[o, ky, kx] + w_off * xsum)
+        for oy in range(oh):
+            for ox in range(ow):
+                dst = out[n, oy, ox]
+                base = (oy * ow + ox) * n_o
+                for o in range(n_o):
+                    dst[o] = requantize(wrap32(np.int64(acc[base + o]) + bias[o]), mult[o], shift[o], out_zp, lo, hi, False)
+
+
+def _qtc_supports(ctx: OpContext) -> str | None:
+    reason = version_ok(ctx)
+    if reason:
+        return reason
+    shape_t, w, inp = ctx.inputs[0], ctx.inputs[1], ctx.inputs[2]
+    out = ctx.outputs[0]
+    if shape_t is None or not shape_t.is_constant:
+        return "output_shape must be a constant"
+    if len(inp.shape) != 4 or len(w.shape) != 4 or len(out.shape) != 4:
+        return "only 4-D input, filter and output"
+    reason = quant_conv_types(ctx, 2, 1, 3, 0)
+    if reason:
+        return reason
+    w_off = _filter_offset(ctx, 1, allow_int8_zp=False)
+    if isinstance(w_off, str):
+        return w_off
+    if tuple(int(v) for v in np.asarray(shape_t.data).ravel()) != tuple(out.shape):
+        return "output_shape tensor disagrees with the output tensor's shape"
+    if w.shape[3] != inp.shape[3] or w.shape[0] != out.shape[3] or inp.shape[0] != out.shape[0]:
+        return f"filter {tuple(w.shape)} does not match input {tuple(inp.shape)} / output {tuple(out.shape)}"
+    return activation_supported(option(ctx, "fused_activation_function", "NONE"))
+
+
+def _qtc_scratch(ctx: OpContext) -> int:
+    out = ctx.outputs[0]
+    return out.shape[1] * out.shape[2] * out.shape[3] * 4
+
+
+def _qtc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
+    w, inp = ins[1], ins[2]
+    bias = ins[3] if len(ins) > 3 and ins[3] is not None else None
+    out = outs[0]
+    sh, sw, pt, pl = _tc_params(ctx)
+    n_o = w.shape[0]
+    mult, shift = _requant_arrays(ctx, 2, 1, n_o)
+    out_zp, lo, hi = _out_range(ctx)
+    w_off = _filter_offset(ctx, 1, allow_int8_zp=False)
+    # per (o, ky, kx): sum over input channels of (w + w_off), the factor of in_off in each tap's dot
+    wsum_tap = (np.asarray(w, np.int64).sum(axis=3) + w.shape[3] * w_off).astype(np.int32)
+    acc = _i32_scratch(scratch, out.shape[1] * out.shape[2] * n_o)
+    return _qtransposeconv, (inp, w, wsum_tap, _int32_or_zeros(bias, n_o), out, acc, mult, shift,
+                             _in_offset(ctx, 2), w_off, out_zp, lo, hi, sh, sw, pt, pl)
+
+
+# ------------------------------------------------ quantized FULLY_CONNECTED
+
+
+def _qfc_supports(ctx: OpContext) -> str | None:
+    reason = version_ok(ctx)
+    if reason:
+        return reason
+    inp, w, out = ctx.inputs[0], ctx.inputs[1], ctx.outputs[0]
+    if option(ctx, "weights_format", "DEFAULT") != "DEFAULT":
+        return f"weights_format {option(ctx, 'weights_format', '')} not supported"
+    if len(w.shape) != 2:
+        return "weights must be 2-D [O, I]"
+    reason = quant_conv_types(ctx, 0, 1, 2, 0)
+    if reason:
+        return reason
+    w_off = _filter_offset(ctx, 1, allow_int8_zp=not w.quantization.per_channel)
+    if isinstance(w_off, str):
+        return w_off
+    reason = activation_supported(option(ctx, "fused_activation_function", "NONE"))
+    if reason:
+        return reason
+    o, i = w.shape
+    if i == 0 or inp.size % i:
+        return f"input size {inp.size} is not a multiple of weights depth {i}"
+    if out.size != (inp.size // i) * o or (out.shape and out.shape[-1] != o):
+        return f"output shape {tuple(out.shape)} does not match [{inp.size // i}, {o}]"
+    return None
+
+
+def _qfc_scratch(ctx: OpContext) -> int:
+    return ctx.inputs[1].shape[0] * 4
+
+
+def _qfc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
+    inp, w = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    o, i = w.shape
+    in_off = _in_offset(ctx, 0)
+    w_off = _filter_offset(ctx, 1, allow_int8_zp=not ctx.inputs[1].quantization.per_channel)
+    mult, shift = _requant_arrays(ctx, 0, 1, o)
+    out_zp, lo, hi = _out_range(ctx)
+    x, y = _rows_of(inp, i), _rows_of(outs[0], o)
+    if x is None or y is None or w.strides[-1] != w.itemsize:
+        raise ValueError("FULLY_CONNECTED operands cannot be viewed as matrices without a copy")
+    bias_eff = _bias_eff(bias, np.asarray(w, np.int64).sum(axis=1), i, in_off, w_off)
+    return _qdot_rows, (x, w, bias_eff, w_off, y, 0, mult, shift, out_zp, lo, hi, True, _i32_scratch(scratch, o))
+
+
 # ---------------------------------------------------------------- registration
 
 
 def register(registry: KernelRegistry) -> None:
-    """Add the float32 conv-family kernels."""
+    """Add the float32 conv-family kernels, then their int8/uint8 counterparts."""
     registry.add(KernelEntry("CONV_2D", _conv_supports, _conv_bind, _conv_scratch, strided_output=True))
     registry.add(KernelEntry("DEPTHWISE_CONV_2D", _dw_supports, _dw_bind, _dw_scratch, strided_output=True))
     registry.add(KernelEntry("TRANSPOSE_CONV", _tc_supports, _tc_bind, _tc_scratch, strided_output=True))
     registry.add(KernelEntry("FULLY_CONNECTED", _fc_supports, _fc_bind, strided_output=True))
     registry.add(KernelEntry("BATCH_MATMUL", _bmm_supports, _bmm_bind, strided_output=True))
+    registry.add(KernelEntry("CONV_2D", _qconv_supports, _qconv_bind, _qconv_scratch, strided_output=True))
+    registry.add(KernelEntry("DEPTHWISE_CONV_2D", _qdw_supports, _qdw_bind, _qdw_scratch, strided_output=True))
+    registry.add(KernelEntry("TRANSPOSE_CONV", _qtc_supports, _qtc_bind, _qtc_scratch, strided_output=True))
+    registry.add(KernelEntry("FULLY_CONNECTED", _qfc_supports, _qfc_bind, _qfc_scratch, strided_output=True))
