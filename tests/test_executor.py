@@ -139,3 +139,33 @@ def test_every_aliasing_option_gives_the_same_outputs(aliasing):
     ex = Executor({"m": model}, aliasing=aliasing)
     inputs = [np.random.default_rng(3).uniform(-1, 1, (1, 4, 4, 3)).astype(np.float32)]
     np.testing.assert_allclose(ex.run("m", inputs)[0], run_reference(model, inputs)[0], atol=1e-6)
+
+
+def test_packed_weights_live_in_the_persistent_region_and_count_in_the_plan():
+    """A kernel that repacks a constant once (here: weights doubled) gets planned persistent bytes."""
+    from edgert.kernels.registry import KernelEntry, default_registry
+
+    seen = {}
+
+    def bind(ctx, ins, outs, scratch, packed=None):
+        w2 = packed[:ins[1].nbytes].view(np.float32).reshape(ins[1].shape)
+        np.multiply(ins[1], 2, out=w2)  # done once, at load
+        seen["packed"] = packed
+        return np.add, (ins[0], w2, outs[0])
+
+    registry = default_registry().copy()
+    registry.add_custom("AddTwiceW", KernelEntry("CUSTOM:AddTwiceW", supports=lambda ctx: None, bind=bind,
+                                                 packed_bytes=lambda ctx: ctx.inputs[1].nbytes))
+    b = ModelBuilder()
+    x = b.input("x", (1, 16), np.float32)
+    w = b.const("w", np.arange(16, dtype=np.float32).reshape(1, 16))
+    y = b.tensor("y", (1, 16), np.float32)
+    b.custom_op("AddTwiceW", [x, w], [y])
+    b.output(y)
+    ex = Executor({"m": b.build()}, registry=registry)
+    p = ex.plans["m"]
+    assert list(p.packed) == [0] and p.packed[0].size == 64
+    assert p.persistent_bytes >= 64 and ex.arena_bytes == p.arena_bytes
+    assert np.shares_memory(seen["packed"], ex.arena.region("persistent"))
+    out = ex.run("m", [np.ones((1, 16), np.float32)])[0]
+    np.testing.assert_array_equal(out, 1 + 2 * np.arange(16, dtype=np.float32).reshape(1, 16))

@@ -62,6 +62,10 @@ class KernelEntry:
       out is exactly that input's memory).
     strided_output: the kernel writes correctly into a non-contiguous output view (needed for
       concat placement).
+    packed_bytes(ctx) -> bytes of persistent data the kernel derives once from constants (weights
+      repacked to the layout its loop wants). When > 0 the executor calls
+      bind(ctx, ins, outs, scratch, packed=<1-D uint8 array in the persistent region>) and bind
+      fills it at load; the bytes are part of the plan and of the budget.
     """
 
     op: str
@@ -70,6 +74,7 @@ class KernelEntry:
     scratch_bytes: Callable[[OpContext], int] = _no_scratch
     inplace: Callable[[OpContext], tuple[int, ...]] = _no_inplace
     strided_output: bool = False
+    packed_bytes: Callable[[OpContext], int] = _no_scratch
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class KernelInfo:
     scratch_bytes: int
     inplace: tuple[int, ...]
     strided_output: bool
+    packed_bytes: int = 0
 
 
 # Kernel family modules, imported by default_registry(). Each has register(registry).
@@ -90,6 +96,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "edgert.kernels.shape",
     "edgert.kernels.resize",
     "edgert.kernels.quant",
+    "edgert.kernels.qactivations",
     "edgert.kernels.state",
     "edgert.kernels.custom",
 )
@@ -150,7 +157,8 @@ class KernelRegistry:
 
     def info(self, ctx: OpContext) -> KernelInfo:
         entry = self.lookup(ctx)
-        return KernelInfo(entry.scratch_bytes(ctx), tuple(entry.inplace(ctx)), entry.strided_output)
+        return KernelInfo(entry.scratch_bytes(ctx), tuple(entry.inplace(ctx)), entry.strided_output,
+                          entry.packed_bytes(ctx))
 
 
 def describe_unsupported(missing: list[tuple[OpContext, str]]) -> str:

@@ -21,8 +21,8 @@ from edgert.errors import BudgetExceeded, PlanError
 from edgert.model.graph import Graph, Operator, Subgraph
 from edgert.plan import offsets as _offsets
 from edgert.plan.aliasing import Alias, Aliasing, _info, find_aliases
-from edgert.plan.lifetimes import (Lifetime, check_order, fold_ops, lifetimes, persistent_tensors,
-                                   state_bytes)
+from edgert.plan.lifetimes import (Lifetime, check_order, fold_ops, lifetimes, live_bytes,
+                                   persistent_tensors, state_bytes)
 from edgert.plan.order import candidate_orders
 
 ALIGN = 64
@@ -102,6 +102,8 @@ class MemoryPlan:
     subgraph: int = 0
     no_alias_lower_bound_bytes: int = 0  # the lower bound with every aliasing rule off (same order)
     stats: dict = field(default_factory=dict)
+    # op -> persistent bytes its kernel derives once from constants (repacked weights), step -2
+    packed: dict[int, ScratchPlacement] = field(default_factory=dict)
 
     @property
     def gap_bytes(self) -> int:
@@ -127,6 +129,7 @@ class MemoryPlan:
             "plan_ms": round(self.plan_ms, 3),
             "tensors": [asdict(p) for p in sorted(self.placements.values(), key=lambda p: p.index)],
             "scratch": [asdict(s) for s in sorted(self.scratch.values(), key=lambda s: s.op)],
+            "packed": [asdict(s) for s in sorted(self.packed.values(), key=lambda s: s.op)],
         }
 
     @classmethod
@@ -142,6 +145,7 @@ class MemoryPlan:
             sg = graph.subgraphs[int(d.get("subgraph", 0))]
             placements = {int(t["index"]): Placement(**t) for t in d["tensors"]}
             scratch = {int(s["op"]): ScratchPlacement(**s) for s in d["scratch"]}
+            packed = {int(s["op"]): ScratchPlacement(**s) for s in d.get("packed", [])}
             plan = cls(
                 arena_bytes=int(d["arena_bytes"]), activation_bytes=int(d["activation_bytes"]),
                 persistent_bytes=int(d["persistent_bytes"]), lower_bound_bytes=int(d["lower_bound_bytes"]),
@@ -150,7 +154,7 @@ class MemoryPlan:
                 placements=placements, scratch=scratch, aliasing=Aliasing(**d["aliasing"]),
                 plan_ms=float(d["plan_ms"]), model_sha256=d["model_sha256"], budget=d.get("budget"),
                 subgraph=int(d.get("subgraph", 0)),
-                no_alias_lower_bound_bytes=int(d.get("no_alias_lower_bound_bytes", 0)))
+                no_alias_lower_bound_bytes=int(d.get("no_alias_lower_bound_bytes", 0)), packed=packed)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise PlanError(f"malformed plan JSON: {exc!r}") from exc
         for p in placements.values():
@@ -386,6 +390,13 @@ def _assemble(graph, sg, subgraph, layout: _Layout, kind, folded, persistent, st
         size = state_bytes(sg, t) if t in handle_ops else sg.tensors[t].nbytes
         placements[t] = Placement(t, sg.tensors[t].name, "persistent", pos, size, 0, n - 1)
         pos = _offsets.align_up(pos + size, ALIGN)
+    packed: dict[int, ScratchPlacement] = {}
+    for k in list(folded) + list(layout.order):
+        info = kinfo(sg.operators[k]) if kinfo is not None else None
+        size = int(getattr(info, "packed_bytes", 0) or 0)
+        if size > 0:
+            packed[k] = ScratchPlacement(k, pos, size, -2)
+            pos = _offsets.align_up(pos + size, ALIGN)
     persistent_bytes = pos
 
     intervals = [_offsets.Interval(("t", r), f, l + 1, s) for r, (f, l, s) in layout.roots.items()]
@@ -428,9 +439,18 @@ def _assemble(graph, sg, subgraph, layout: _Layout, kind, folded, persistent, st
         naive_bytes=naive, strategy=strategy, order_kind=kind, order=list(layout.order), folded=list(folded),
         placements=placements, scratch=scratch, aliasing=aliasing, plan_ms=0.0, model_sha256=graph.sha256,
         subgraph=subgraph, no_alias_lower_bound_bytes=persistent_bytes + max([no_alias] + list(folded_scratch.values())),
-        stats={"solver": sol.stats, "aliases": len(layout.aliases)})
+        stats={"solver": sol.stats, "aliases": len(layout.aliases), "peak_ops": _peak_ops(sg, layout)},
+        packed=packed)
     result.plan_ms = (time.perf_counter() - start) * 1000
     return result
+
+
+def _peak_ops(sg: Subgraph, layout: _Layout) -> list[str]:
+    """Names of the ops at the steps where the most bytes are live (where any saving must happen)."""
+    spans = [(f, l, sz) for f, l, sz in layout.roots.values()] + [(st, st, b) for st, b in layout.scratch.values()]
+    live = live_bytes(spans, max(1, len(layout.order)))
+    top = max(live, default=0)
+    return [sg.operators[layout.order[k]].name for k, v in enumerate(live) if v == top and k < len(layout.order)]
 
 
 def _raise_budget(graph, result: MemoryPlan, budget: int, **opts) -> None:

@@ -214,6 +214,16 @@ class Executor:
         sg = graph.subgraphs[p.subgraph]
         views = self._views(sg, p, persistent_offset, state)
         scratch_region = self.arena.region("activation")
+        regions_persistent = self.arena.region("persistent")[persistent_offset:]
+
+        def bind(op_index: int) -> Step:
+            ctx, ins, outs, scratch = arrays(op_index)
+            entry = self.registry.lookup(ctx)
+            pk = p.packed.get(op_index)
+            if pk is None:
+                return entry.bind(ctx, ins, outs, scratch)
+            packed = regions_persistent[pk.offset:pk.offset + pk.size]
+            return entry.bind(ctx, ins, outs, scratch, packed=packed)
 
         def arrays(op_index: int) -> tuple[OpContext, list, list, np.ndarray | None]:
             op = sg.operators[op_index]
@@ -226,15 +236,9 @@ class Executor:
 
         # Folded ops (constant-only inputs: float16 DEQUANTIZE, DENSIFY, ...) run once, now.
         for k in p.folded:
-            ctx, ins, outs, scratch = arrays(k)
-            fn, args = self.registry.lookup(ctx).bind(ctx, ins, outs, scratch)
+            fn, args = bind(k)
             fn(*args)
-        steps = []
-        for k in p.order:
-            if _is_noop(sg, k, p):
-                continue
-            ctx, ins, outs, scratch = arrays(k)
-            steps.append(self.registry.lookup(ctx).bind(ctx, ins, outs, scratch))
+        steps = [bind(k) for k in p.order if not _is_noop(sg, k, p)]
 
         def spec(i: int) -> TensorSpec:
             t = sg.tensors[i]
