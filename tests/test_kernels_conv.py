@@ -46,8 +46,14 @@ def bind_op(graph_sub, op, inputs, *, strided: bool = False, inplace_of: int | N
             outs.append(np.full(t.shape, np.nan, t.dtype))
     n = entry.scratch_bytes(ctx)
     scratch = np.full(n, 0xFF, np.uint8) if n else None  # 0xFF bytes = NaN floats: stale scratch shows
-    fn, args = entry.bind(ctx, ins, outs, scratch)
+    fn, args = entry.bind(ctx, ins, outs, scratch, **packed_arg(entry, ctx))
     return fn, args, outs, entry
+
+
+def packed_arg(entry, ctx) -> dict:
+    """bind's packed= argument as the executor passes it: only when the kernel asks for persistent bytes."""
+    n = entry.packed_bytes(ctx)
+    return {"packed": np.full(n, 0xFF, np.uint8)} if n else {}
 
 
 def run_ours(model: bytes, inputs, *, strided: bool = False) -> list[np.ndarray]:

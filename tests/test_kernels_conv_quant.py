@@ -20,6 +20,7 @@ from conftest import SHARED_MODELS
 from edgert.kernels.conv import conv_geometry
 from edgert.kernels.registry import OpContext, default_registry
 from edgert.model.reader import load_model
+from test_kernels_conv import packed_arg
 from oneop import assert_close_quant, build_one_op, quant, reference_outputs, run_edgert
 
 RNG = np.random.default_rng(20240605)
@@ -54,7 +55,7 @@ def bind_one(model: bytes, inputs, *, strided: bool = False):
         out = np.full(t.shape, 77, t.dtype)
     n = entry.scratch_bytes(ctx)
     scratch = np.full(n, 0xA5, np.uint8) if n else None  # stale bytes: a kernel must not read them
-    fn, args = entry.bind(ctx, ins, [out], scratch)
+    fn, args = entry.bind(ctx, ins, [out], scratch, **packed_arg(entry, ctx))
     return fn, args, out
 
 
@@ -405,7 +406,7 @@ def test_real_int8_model_layers_exact(name):
         ins = [None if t is None else (t.data if t.is_constant else ip.get_tensor(t.index)) for t in ctx.inputs]
         out = np.empty(ctx.outputs[0].shape, ctx.outputs[0].dtype)
         n = entry.scratch_bytes(ctx)
-        fn, args = entry.bind(ctx, ins, [out], np.zeros(n, np.uint8) if n else None)
+        fn, args = entry.bind(ctx, ins, [out], np.zeros(n, np.uint8) if n else None, **packed_arg(entry, ctx))
         fn(*args)
         assert_close_quant(out, ip.get_tensor(ctx.outputs[0].index), 0.0)
         checked += 1

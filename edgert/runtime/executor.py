@@ -21,6 +21,7 @@ from edgert.errors import BudgetExceeded, PlanError, RequestError
 from edgert.kernels.registry import KernelRegistry, OpContext, Step, default_registry
 from edgert.model.graph import Graph, Quantization, Subgraph
 from edgert.model.reader import load_model
+from edgert.runtime.shapes import with_input_shapes
 from edgert.plan.plan import Aliasing, MemoryPlan, plan
 from edgert.runtime.arena import Arena
 from edgert.runtime.threads import set_threads
@@ -54,6 +55,28 @@ class _Model:
     steps: list[Step]
     init_steps: list[Step]
     persistent_offset: int = 0
+
+
+@dataclass
+class _Variant:
+    """A model resized by resize_inputs: its graph and plan, where its persistent data lives, its bound steps.
+
+    A variant whose persistent layout equals the stored plan's (no packed weights) shares the
+    model's persistent region; otherwise it owns `own_bytes` at `persistent_offset`. Variables
+    always resolve to the model's storage, so state carries across shapes.
+    """
+
+    graph: Graph
+    plan: MemoryPlan
+    persistent_offset: int
+    own_bytes: int
+    bound: _Model | None = None
+
+
+def _shares_persistent(base: MemoryPlan, p: MemoryPlan) -> bool:
+    def layout(q: MemoryPlan) -> set:
+        return {(i, pl.offset, pl.size) for i, pl in q.placements.items() if pl.region == "persistent"}
+    return not base.packed and not p.packed and base.persistent_bytes == p.persistent_bytes and layout(base) == layout(p)
 
 
 def _init_subgraphs(graph: Graph) -> list[int]:
@@ -122,17 +145,12 @@ class Executor:
         self._check_budget()
         self.arena = Arena(self.persistent_bytes, self.activation_bytes)
         self.load_seconds = time.perf_counter() - t0
-        self._models: dict[str, _Model] = {}
-        offset = 0
-        for name, graph in graphs.items():
-            state: dict[str, np.ndarray] = {}
-            m = self._bind(name, graph, self.plans[name], offset, state)
-            offset += self.plans[name].persistent_bytes
-            for k, ip in init_plans[name].items():
-                own = _needs_own_persistent(graph, ip)
-                m.init_steps += self._bind(name, graph, ip, offset, state).steps
-                offset += ip.persistent_bytes if own else 0
-            self._models[name] = m
+        self._options = (aliasing, strategy, order)
+        self._graphs, self._init_plans = graphs, init_plans
+        # model -> input shapes -> resized binding; _active: the shapes run() uses (None = stored)
+        self._variants: dict[str, dict[tuple, _Variant]] = {name: {} for name in graphs}
+        self._active: dict[str, tuple | None] = {name: None for name in graphs}
+        self._bind_all()
         self.models = tuple(self._models)
         t1 = time.perf_counter()
         self._warm_up()
@@ -140,6 +158,31 @@ class Executor:
         self.compile_seconds = time.perf_counter() - t1
 
     # ---- load ---------------------------------------------------------------------------------
+
+    def _bind_all(self) -> None:
+        """Bind every model (stored shapes, init subgraphs, resized variants) to the current arena."""
+        self._base: dict[str, _Model] = {}
+        self._states: dict[str, dict[str, np.ndarray]] = {}
+        offset = 0
+        for name, graph in self._graphs.items():
+            state: dict[str, np.ndarray] = {}
+            m = self._bind(name, graph, self.plans[name], offset, state)
+            offset += self.plans[name].persistent_bytes
+            for k, ip in self._init_plans[name].items():
+                own = _needs_own_persistent(graph, ip)
+                m.init_steps += self._bind(name, graph, ip, offset, state).steps
+                offset += ip.persistent_bytes if own else 0
+            self._base[name], self._states[name] = m, state
+        for name, variants in self._variants.items():
+            for v in variants.values():
+                v.bound = self._bind_variant(name, v)
+        self._models = {name: self._base[name] if key is None else self._variants[name][key].bound
+                        for name, key in self._active.items()}
+
+    def _bind_variant(self, name: str, v: _Variant) -> _Model:
+        m = self._bind(name, v.graph, v.plan, v.persistent_offset, self._states[name])
+        m.init_steps = self._base[name].init_steps
+        return m
 
     def _plan(self, name: str, graph: Graph, given: str | Path | MemoryPlan | None, aliasing: Aliasing,
               strategy: str, order: str, subgraph: int = 0) -> MemoryPlan:
@@ -313,6 +356,77 @@ class Executor:
         for fn, args in m.steps:
             fn(*args)
         return [v.copy() for v in m.output_views] if copy else list(m.output_views)
+
+    # ---- dynamic shapes -----------------------------------------------------------------------
+
+    def resize_inputs(self, model: str, shapes: Mapping[str, Sequence[int]] | Sequence[Sequence[int]]) -> list[TensorSpec]:
+        """Make run() take `model`'s inputs at new shapes (by input name, or a list in input order).
+
+        Only dims marked -1 in an input's shape_signature may change. The resized model is planned
+        with the executor's options, checked against the budget for the whole arena (every cached
+        shape of every model), bound and warmed up here, so run() never plans or compiles. Bindings
+        are cached per shape: switching back (to the stored shapes, too) costs nothing. On any
+        error (BudgetExceeded, a shape the model cannot take) the executor keeps serving the
+        shapes it had. Returns the new input specs.
+        """
+        self._model(model)
+        base_graph = self._graphs[model]
+        resized = with_input_shapes(base_graph, shapes)
+        key = tuple(tuple(resized.main.tensors[i].shape) for i in resized.inputs)
+        stored = tuple(tuple(base_graph.main.tensors[i].shape) for i in base_graph.inputs)
+        if key == stored:
+            self._active[model] = None
+        elif key not in self._variants[model]:
+            self._add_variant(model, resized, key)
+            self._active[model] = key
+        else:
+            self._active[model] = key
+        self._models[model] = self._base[model] if self._active[model] is None else self._variants[model][key].bound
+        return self.input_specs(model)
+
+    def _add_variant(self, name: str, graph: Graph, key: tuple) -> None:
+        self.registry.resolve(graph.main)  # a kernel that cannot take the new shapes fails here, by name
+        aliasing, strategy, order = self._options
+        p = self._plan(name, graph, None, aliasing, strategy, order)
+        shared = _shares_persistent(self.plans[name], p)
+        own = 0 if shared else p.persistent_bytes
+        persistent = self.persistent_bytes + own
+        activation = max(self.activation_bytes, p.activation_bytes)
+        if self.budget is not None and persistent + activation > self.budget:
+            shape_text = ", ".join(f"{graph.main.tensors[i].name}={list(graph.main.tensors[i].shape)}" for i in graph.inputs)
+            lower = persistent + max(q.lower_bound_bytes - q.persistent_bytes for q in [p, *self.plans.values()])
+            raise BudgetExceeded(
+                f"resizing model {name!r} to {shape_text} needs a {persistent + activation:,}-byte arena "
+                f"({persistent:,} persistent + {activation:,} activations; this shape alone plans "
+                f"{p.persistent_bytes:,} + {p.activation_bytes:,}) but the budget is {self.budget:,} bytes; "
+                f"still serving {name!r} at its previous shapes",
+                needed=persistent + activation, lower_bound=lower, budget=self.budget,
+                hints=tuple(getattr(p, "hints", ())))
+        v = _Variant(graph, p, self._base[name].persistent_offset if shared else self.persistent_bytes, own)
+        if persistent > self.arena.persistent_bytes or activation > self.arena.activation_bytes:
+            self._grow(persistent, activation)
+        v.bound = self._bind_variant(name, v)
+        # Warm-up compiles kernels for the new shapes; it runs the model, which may assign its
+        # variables, so the persistent bytes are put back afterwards.
+        saved = self.arena.region("persistent").copy()
+        try:
+            for view in v.bound.input_views:
+                view[...] = 0
+            for fn, args in v.bound.steps:
+                fn(*args)
+        finally:
+            self.arena.region("persistent")[...] = saved
+        self._variants[name][key] = v
+        self.persistent_bytes, self.activation_bytes = persistent, activation
+        self.arena_bytes = persistent + activation
+
+    def _grow(self, persistent: int, activation: int) -> None:
+        """Move to a larger arena: rebind every model and variant, carry the persistent bytes over."""
+        old = self.arena
+        self.arena = Arena(max(persistent, old.persistent_bytes), max(activation, old.activation_bytes))
+        self._bind_all()
+        # Binding refills folded and packed data; the copy also brings variables' current values.
+        self.arena.region("persistent")[:old.persistent_bytes] = old.region("persistent")
 
     def reset_state(self, model: str | None = None) -> None:
         """Return stateful models to their initial state: run their CALL_ONCE init subgraphs again."""
