@@ -141,7 +141,7 @@ def f32_scratch(scratch: np.ndarray, count: int, offset_floats: int = 0) -> np.n
 # ---------------------------------------------------------------- numba loops
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _bias_act_rows(rows, bias, has_bias, lo, hi):
     for r in range(rows.shape[0]):
         row = rows[r]
@@ -152,7 +152,7 @@ def _bias_act_rows(rows, bias, has_bias, lo, hi):
             row[o] = clamp(v, lo, hi)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _conv_direct(inp, w, bias, has_bias, out, sh, sw, dh, dw, pt, pl, lo, hi):
     # Reference loop order (ky, kx, ci) per output element; supports grouped convs.
     n_b, h, wd, c = inp.shape
@@ -184,7 +184,7 @@ def _conv_direct(inp, w, bias, has_bias, out, sh, sw, dh, dw, pt, pl, lo, hi):
                     out[n, oy, ox, o] = clamp(acc, lo, hi)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _im2col(inp, col, r0, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl):
     h, wd, c = inp.shape[1], inp.shape[2], inp.shape[3]
     plane = oh * ow
@@ -212,7 +212,7 @@ def _im2col(inp, col, r0, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl):
                 k += c
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _depthwise(inp, w, bias, has_bias, out, acc, sh, sw, dh, dw, pt, pl, mult, lo, hi):
     # acc: scratch of out-channels floats, so the channel loop runs on contiguous memory.
     n_b, h, wd, c = inp.shape
@@ -251,7 +251,7 @@ def _depthwise(inp, w, bias, has_bias, out, acc, sh, sw, dh, dw, pt, pl, mult, l
                     dst[o] = clamp(v, lo, hi)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _col2im_gather(col, bias, has_bias, out, in_h, in_w, kh, kw, sh, sw, pt, pl, lo, hi):
     # col: [N*in_h*in_w, O*kh*kw] GEMM result; output pixel (oy, ox) gathers every input pixel
     # (iy, ix) and tap (ky, kx) with iy*sh - pt + ky == oy (the reference's scatter, inverted).
@@ -288,7 +288,7 @@ def _col2im_gather(col, bias, has_bias, out, in_h, in_w, kh, kw, sh, sw, pt, pl,
                     dst[o] = clamp(v, lo, hi)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _fc_direct(x, w, bias, has_bias, out, lo, hi):
     # x: [B, I], w: [O, I], out: [B, O]; reference order per output element.
     for b in range(x.shape[0]):
@@ -767,7 +767,7 @@ def _i32_scratch(scratch: np.ndarray, count: int, offset_bytes: int = 0) -> np.n
     return scratch[offset_bytes : offset_bytes + count * 4].view(np.int32)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _qdot_rows(src, w2, bias_eff, w_off, out_rows, p0, mult, shift, out_zp, lo, hi, single, accs):
     """out_rows[p0 + r, o] = requantize(dot(src[r], w2[o]) + bias_eff[o] + w_off * sum(src[r])).
 
@@ -795,7 +795,7 @@ def _qdot_rows(src, w2, bias_eff, w_off, out_rows, p0, mult, shift, out_zp, lo, 
             dst[o] = requantize(np.int32(accs[o] + bias_eff[o] + extra), mult[o], shift[o], out_zp, lo, hi, single)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _qconv_im2col(inp, col, w2, bias_eff, w_off, out_rows, mult, shift, out_zp, lo, hi,
                   oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, fill, accs):
     # col: [tile rows, K] scratch of the input dtype; padding taps hold zp_in (x + in_off == 0).
@@ -830,7 +830,7 @@ def _qconv_im2col(inp, col, w2, bias_eff, w_off, out_rows, mult, shift, out_zp, 
         _qdot_rows(col[:n_rows], w2, bias_eff, w_off, out_rows, r0, mult, shift, out_zp, lo, hi, False, accs)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _qconv_outer(inp, w, wt, bias, out, acc, mult, shift, in_off, w_off, out_zp, lo, hi,
                  sh, sw, dh, dw, pt, pl):
     # Vectorized over output channels: wt (scratch, [KH*KW*C, O] int32) is w + w_off repacked
@@ -957,7 +957,7 @@ def _qconv_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | Non
 # ------------------------------------------------ quantized DEPTHWISE_CONV_2D
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _qdepthwise(inp, w, bias, out, acc, mult, shift, in_off, w_off, out_zp, lo, hi,
                 sh, sw, dh, dw, pt, pl, dmult):
     n_b, h, wd, c = inp.shape
@@ -1039,7 +1039,7 @@ def _qdw_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None)
 # ------------------------------------------------ quantized TRANSPOSE_CONV
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _qtransposeconv(inp, w, wsum_tap, bias, out, acc, mult, shift, in_off, w_off, out_zp, lo, hi,
                     sh, sw, pt, pl):
     # The reference's scatter: every input pixel adds (x + in_off) * (w + w_off) into the int32

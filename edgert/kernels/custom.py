@@ -168,7 +168,7 @@ def _flat(a: np.ndarray, name: str) -> np.ndarray:
 # ---------------------------------------------------------------- MaxPoolingWithArgmax2D
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _max_pool_argmax(inp, out, idx, fh, fw, sh, sw, pt, pl, lo, hi):
     # Channels innermost: the running max lives in `out` and its window position in `idx`; the
     # window is scanned in MediaPipe's order (filter_y, then filter_x) with a strict '>', so the
@@ -244,7 +244,7 @@ def _argmax_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | No
 # ---------------------------------------------------------------- MaxUnpooling2D
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _max_unpool(inp, ind, out, fw, sh, sw, pt, pl):
     n_b, h, w, c = inp.shape
     oh, ow = out.shape[1], out.shape[2]
@@ -352,7 +352,7 @@ def _tcb_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None)
 # ---------------------------------------------------------------- TransformTensorBilinear
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _transform_tensor_bilinear(inp, m, out, align_corners):
     h, w = inp.shape[1], inp.shape[2]
     oh, ow, c = out.shape[1], out.shape[2], out.shape[3]
@@ -426,7 +426,7 @@ def _ttb_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None)
 # ---------------------------------------------------------------- TransformLandmarks
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _transform_landmarks(inp, m, out, dims, scale):
     # Reads a landmark's x, y (and z) before writing it, so out may be inp (in place).
     x0, x1, x2, x3 = m[0], m[1], m[2], m[3] * scale
@@ -494,7 +494,7 @@ def _tl_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) 
 # ---------------------------------------------------------------- Landmarks2TransformMatrix
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _matmul_into(a, b, out):
     # Mat3/Mat4 operator* of landmarks_to_transform_matrix.cc: float sum, k ascending.
     n = a.shape[0]
@@ -506,7 +506,7 @@ def _matmul_into(a, b, out):
             out[r, c] = s
 
 
-@njit(cache=True, error_model="numpy")  # x/0 gives inf/NaN as in C++, no exception
+@njit(nogil=True, cache=True, error_model="numpy")  # x/0 gives inf/NaN as in C++, no exception
 def _l2m_v1(lm, subset, left, right, mult, lrange, in_h, in_w, out_h, out_w, mats, out):
     lx, ly = lm[left, 0], lm[left, 1]
     rx, ry = lm[right, 0], lm[right, 1]
@@ -564,7 +564,7 @@ def _l2m_v1(lm, subset, left, right, mult, lrange, in_h, in_w, out_h, out_w, mat
     o[3, 3] = np.float32(1.0)
 
 
-@njit(cache=True, error_model="numpy")  # x/0 gives inf/NaN as in C++, no exception
+@njit(nogil=True, cache=True, error_model="numpy")  # x/0 gives inf/NaN as in C++, no exception
 def _l2m_v2(lm, subset, left, right, target, out_h, out_w, scale_x, scale_y, mats, out):
     rot = np.float32(math.atan2(lm[right, 1] - lm[left, 1], lm[right, 0] - lm[left, 0]))
     rot = target - rot

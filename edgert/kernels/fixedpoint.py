@@ -310,19 +310,19 @@ def tanh_lut(input_scale: float, input_zero_point: int, output_scale: float, out
 # run time: int32 primitives (gemmlowp fixedpoint.h, common.h, common.cc)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def wrap32(x):
     """x reduced to int32 two's complement (what C++ int32 arithmetic does on overflow)."""
     return np.int64(np.int32(x))
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def wrap16(x):
     """x reduced to int16 two's complement (static_cast<int16_t>)."""
     return np.int64(np.int16(x))
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def saturating_rounding_doubling_high_mul(a, b):
     """gemmlowp SaturatingRoundingDoublingHighMul<int32> (ARM VQRDMULH): round(a * b / 2^31), MIN*MIN -> MAX."""
     a = np.int64(a)
@@ -336,7 +336,7 @@ def saturating_rounding_doubling_high_mul(a, b):
     return -((np.int64(1 << 30) - np.int64(1) - ab) >> 31)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def rounding_divide_by_pot(x, exponent):
     """gemmlowp RoundingDivideByPOT: x / 2^exponent rounded to nearest, ties away from zero (0 <= exponent <= 31)."""
     x = np.int64(x)
@@ -346,7 +346,7 @@ def rounding_divide_by_pot(x, exponent):
     return (x >> exponent) + (1 if remainder > threshold else 0)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def saturating_rounding_multiply_by_pot(x, exponent):
     """gemmlowp SaturatingRoundingMultiplyByPOT / TFLite ...POTParam on int32: x * 2^exponent.
 
@@ -365,7 +365,7 @@ def saturating_rounding_multiply_by_pot(x, exponent):
     return x << exponent
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def multiply_by_quantized_multiplier(x, multiplier, shift):
     """MultiplyByQuantizedMultiplier(int32 x), double rounding (LiteRT's default build; every BUILTIN_REF op).
 
@@ -377,7 +377,7 @@ def multiply_by_quantized_multiplier(x, multiplier, shift):
         saturating_rounding_doubling_high_mul(wrap32(np.int64(x) << left), multiplier), right)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def multiply_by_quantized_multiplier_single_rounding(x, multiplier, shift):
     """MultiplyByQuantizedMultiplier(int32 x) of a TFLITE_SINGLE_ROUNDING build (TFLM, some NNAPI paths).
 
@@ -388,7 +388,7 @@ def multiply_by_quantized_multiplier_single_rounding(x, multiplier, shift):
     return wrap32((np.int64(x) * np.int64(multiplier) + rounding) >> total_shift)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def multiply_by_quantized_multiplier_int64(x, multiplier, shift):
     """MultiplyByQuantizedMultiplier(int64 x) (16x8 conv/FC with int64 accumulators); same in both builds.
 
@@ -404,19 +404,19 @@ def multiply_by_quantized_multiplier_int64(x, multiplier, shift):
     return wrap32(v >> total_shift)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def multiply_by_quantized_multiplier_smaller_than_one_exp(x, multiplier, left_shift):
     """MultiplyByQuantizedMultiplierSmallerThanOneExp (double rounding): left_shift <= 0."""
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, multiplier), -left_shift)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def multiply_by_quantized_multiplier_greater_than_one(x, multiplier, left_shift):
     """MultiplyByQuantizedMultiplierGreaterThanOne (double rounding): left_shift >= 0, x * 2^left_shift wraps."""
     return saturating_rounding_doubling_high_mul(wrap32(np.int64(x) << left_shift), multiplier)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def rounding_half_sum(a, b):
     """gemmlowp RoundingHalfSum<int32>: (a + b) / 2 rounded half away from zero."""
     s = np.int64(a) + np.int64(b)
@@ -424,7 +424,7 @@ def rounding_half_sum(a, b):
     return s // 2 if s >= 0 else -((-s) // 2)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def count_leading_zeros32(x):
     """CountLeadingZeros(uint32(x)); 32 for 0."""
     v = np.int64(x) & np.int64(0xFFFFFFFF)
@@ -437,7 +437,7 @@ def count_leading_zeros32(x):
     return n
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def rescale(x, src_integer_bits, dst_integer_bits):
     """gemmlowp Rescale<dst>(FixedPoint<int32, src>): change Q format, saturating/rounding."""
     return saturating_rounding_multiply_by_pot(x, src_integer_bits - dst_integer_bits)
@@ -450,7 +450,7 @@ _EXP_QUARTER_CONST = 1895147668  # exp(-1/8) in Q0.31
 _ONE_THIRD = 715827883  # 1/3 in Q0.31
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def exp_on_interval_between_negative_one_quarter_and_0_excl(a):
     """exp(a) for a in [-1/4, 0), a and result in Q0.31 (Taylor series around -1/8)."""
     srdhm = saturating_rounding_doubling_high_mul
@@ -463,7 +463,7 @@ def exp_on_interval_between_negative_one_quarter_and_0_excl(a):
     return wrap32(_EXP_QUARTER_CONST + srdhm(_EXP_QUARTER_CONST, wrap32(x + poly)))
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _exp_barrel_step(result, remainder, integer_bits, exponent, multiplier):
     if integer_bits > exponent:
         shift_amount = 31 - integer_bits + exponent
@@ -472,7 +472,7 @@ def _exp_barrel_step(result, remainder, integer_bits, exponent, multiplier):
     return result
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def exp_on_negative_values(a, integer_bits):
     """gemmlowp exp_on_negative_values: exp(a) for a <= 0 in Q(integer_bits).(31-integer_bits); result Q0.31."""
     a = np.int64(a)
@@ -498,7 +498,7 @@ def exp_on_negative_values(a, integer_bits):
     return result
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def one_over_one_plus_x_for_x_in_0_1(a):
     """gemmlowp one_over_one_plus_x_for_x_in_0_1: 1 / (1 + a) for a in [0, 1) Q0.31, Newton-Raphson; result Q0.31."""
     srdhm = saturating_rounding_doubling_high_mul
@@ -511,7 +511,7 @@ def one_over_one_plus_x_for_x_in_0_1(a):
     return rescale(x, 1, 0)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def get_reciprocal(x, x_integer_digits):
     """TFLite GetReciprocal: (1 / x as Q0.31 raw after normalising, num_bits_over_unit); x > 0."""
     headroom_plus_one = count_leading_zeros32(x)
@@ -525,7 +525,7 @@ def get_reciprocal(x, x_integer_digits):
 # run time: int16 primitives (HARD_SWISH, int16 activations)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def saturating_rounding_doubling_high_mul16(a, b):
     """gemmlowp SaturatingRoundingDoublingHighMul<int16> (VQRDMULH.S16)."""
     a = np.int64(a)
@@ -538,7 +538,7 @@ def saturating_rounding_doubling_high_mul16(a, b):
     return wrap16(-(((1 << 14) - 1 - ab) >> 15))
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def saturating_doubling_high_mul16(a, b):
     """TFLite SaturatingDoublingHighMul<int16> (VQDMULH.S16): a * b / 2^15 truncated toward zero."""
     a = np.int64(a)
@@ -549,14 +549,14 @@ def saturating_doubling_high_mul16(a, b):
     return wrap16(ab >> 15 if ab >= 0 else -((-ab) >> 15))
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def saturating_left_shift16(value, amount):
     """TFLite SaturatingLeftShift<int16>: value * 2^amount clamped to int16."""
     r = np.int64(value) * (np.int64(1) << amount)
     return min(max(r, np.int64(-32768)), np.int64(32767))
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def lut_lookup_int16(value, lut):
     """TFLite LUTLookup(int16, 513-entry int16 table): linear interpolation on the low 7 bits."""
     v = np.int64(value)
@@ -567,7 +567,7 @@ def lut_lookup_int16(value, lut):
     return wrap16(base + ((slope * offset + 64) >> 7))
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def rounding_divide_by_pot16(x, exponent):
     """gemmlowp RoundingDivideByPOT<int16>: the int32 formula with every intermediate held in int16.
 

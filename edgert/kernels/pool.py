@@ -29,7 +29,7 @@ AVG, MAX, L2 = 0, 1, 2
 _KIND = {"AVERAGE_POOL_2D": AVG, "MAX_POOL_2D": MAX, "L2_POOL_2D": L2}
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _pool(inp, out, acc, kind, kh, kw, sh, sw, pt, pl, lo, hi):
     n_b, h, wd, c = inp.shape
     oh, ow = out.shape[1], out.shape[2]
@@ -119,7 +119,7 @@ def _bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> 
 QUANT_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _qpool(inp, out, acc, kind, kh, kw, sh, sw, pt, pl, lo, hi):
     n_b, h, wd, c = inp.shape
     oh, ow = out.shape[1], out.shape[2]

@@ -75,7 +75,7 @@ def _inplace_0(ctx: OpContext) -> tuple[int, ...]:
 # LOGISTIC / TANH: table lookup
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _lut8(src, dst, lut):
     """dst[i] = lut[src[i]] on uint8 byte views (int8 tables are in byte order)."""
     for i in range(src.shape[0]):
@@ -113,7 +113,7 @@ bind_tanh_q8 = _bind_lut(fp.tanh_lut)
 # SOFTMAX: reference_ops::Softmax<In, Out> in gemmlowp fixed point
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def softmax_exp_tables(exp_q31, exp_q12, input_multiplier, input_left_shift, diff_min):
     """exp of every possible difference to the row max (0, -1, .., -255): Q0.31 and Q12.19.
 
@@ -132,7 +132,7 @@ def softmax_exp_tables(exp_q31, exp_q12, input_multiplier, input_left_shift, dif
             exp_q12[d] = -1
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _softmax_q(x, out, in_min, exp_q31, exp_q12, out_min, out_max, out_bits):
     """reference_ops::Softmax<In, Out>: x (rows, depth) int8/uint8 -> out (rows, depth) int8/uint8/int16.
 
@@ -215,7 +215,7 @@ def bind_softmax_q8(ctx: OpContext, ins: list, outs: list, scratch) -> Step:
 # HARD_SWISH: reference_ops::HardSwish<T> in int16 fixed point
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _hard_swish_q(src, dst, in_zp, out_zp, out_m16, out_exp, relu_m16, relu_exp, lo, hi):
     for i in range(src.shape[0]):
         input_value = fp.wrap16(np.int64(src[i]) - in_zp)

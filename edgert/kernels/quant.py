@@ -21,7 +21,7 @@ _INT_RANGE = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255), np.d
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always")
 def round_half_away(x):
     """std::round / TfLiteRound: to nearest, halves away from zero (exact, no x + 0.5 rounding trap)."""
     t = np.trunc(x)
@@ -34,7 +34,7 @@ def round_half_away(x):
 # DEQUANTIZE
 
 
-@njit(cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always")
 def _half_bits_to_float_bits(h):
     sign = np.uint32(h >> 15) << np.uint32(31)
     exp = np.int64((h >> 10) & 0x1F)
@@ -53,21 +53,21 @@ def _half_bits_to_float_bits(h):
     return sign | (np.uint32(exp - 15 + 127) << np.uint32(23)) | (mant << np.uint32(13))
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _dequantize_f16(src, dst):
     """src: float16 bits as uint16 (1-D), dst: float32 bits as uint32 (1-D)."""
     for i in range(src.shape[0]):
         dst[i] = _half_bits_to_float_bits(src[i])
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _dequantize(src, dst, scale, zero_point):
     """Per tensor: float(double(scale) * (q - zp)), as reference_ops::Dequantize."""
     for i in range(src.shape[0]):
         dst[i] = np.float32(scale * np.float64(np.int64(src[i]) - zero_point))
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _dequantize_per_channel(src, dst, scales, zero_points):
     """src/dst (outer, channels, inner): float(scale[c]) * float(q - zp[c]), all float32."""
     for o in range(src.shape[0]):
@@ -125,7 +125,7 @@ def _bind_dequantize(ctx: OpContext, ins: list, outs: list, scratch) -> Step:
 # QUANTIZE
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _quantize(src, dst, scale, zero_point, lo, hi):
     """reference_ops::AffineQuantize: round(x / float(scale)) + zp, clamped."""
     for i in range(src.shape[0]):
@@ -133,7 +133,7 @@ def _quantize(src, dst, scale, zero_point, lo, hi):
         dst[i] = min(max(v, lo), hi)
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _requantize(src, dst, in_zp, out_zp, multiplier, shift, lo, hi):
     """reference_ops::Requantize: MultiplyByQuantizedMultiplier(q - in_zp) + out_zp, clamped."""
     for i in range(src.shape[0]):
@@ -190,7 +190,7 @@ def _quantize_inplace(ctx: OpContext) -> tuple[int, ...]:
 # DENSIFY (tensorflow/lite/kernels/internal/utils/sparsity_format_converter.cc, SparseToDense)
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _densify(src, dst, meta, seg, idx, block, strides, state, orig):
     """FormatConverter::Populate as an explicit-stack walk; dst (flat, dense row-major) is zeroed first.
 

@@ -18,7 +18,7 @@ from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
-@njit(cache=True, fastmath=False, inline="always")
+@njit(nogil=True, cache=True, fastmath=False, inline="always")
 def _source(v, scale, half, size):
     """(scaled value, lower, upper) of reference_ops::ComputeInterpolationValues (float32)."""
     if half:
@@ -30,7 +30,7 @@ def _source(v, scale, half, size):
     return s, lo, hi
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _bilinear_float(x, out, hscale, wscale, half, rounding):
     """x (N, H, W, C), out (N, OH, OW, C); float32 math, stored by assignment (truncation for ints)."""
     one = np.float32(1.0)
@@ -52,7 +52,7 @@ def _bilinear_float(x, out, hscale, wscale, half, rounding):
                     out[b, y, xx, c] = v
 
 
-@njit(cache=True, fastmath=False, inline="always")
+@njit(nogil=True, cache=True, fastmath=False, inline="always")
 def _source_fixed(v, scale10, half, size):
     if half:
         s = v * scale10 + scale10 // 2 - (1 << 9)
@@ -64,7 +64,7 @@ def _source_fixed(v, scale10, half, size):
     return s, lo, hi
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _bilinear_fixed(x, out, hscale10, wscale10, half):
     """reference_ops::ResizeBilinearInteger: 10-bit fixed point weights, round half away from zero."""
     h, w = x.shape[1], x.shape[2]
@@ -85,7 +85,7 @@ def _bilinear_fixed(x, out, hscale10, wscale10, half):
                     out[b, y, xx, c] = q
 
 
-@njit(cache=True, fastmath=False, inline="always")
+@njit(nogil=True, cache=True, fastmath=False, inline="always")
 def _nearest_index(v, in_size, scale, align, half):
     offset = np.float32(0.5) if half else np.float32(0.0)
     s = (np.float32(v) + offset) * scale
@@ -99,7 +99,7 @@ def _nearest_index(v, in_size, scale, align, half):
     return i
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _nearest(x, out, hscale, wscale, align, half):
     h, w = x.shape[1], x.shape[2]
     for b in range(out.shape[0]):

@@ -36,7 +36,7 @@ _MOVABLE = {np.dtype(t) for t in (np.float32, np.float16, np.float64, np.int8, n
 # numba kernels
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _transpose_tile(src, sbase, s_col, dst, dbase, d_row, rows, cols):
     """dst[r, c] = src[c, r] (src rows contiguous, dst rows contiguous) in 16x16 tiles for cache reuse."""
     for r0 in range(0, rows, 16):
@@ -50,7 +50,7 @@ def _transpose_tile(src, sbase, s_col, dst, dbase, d_row, rows, cols):
                     dst[np.uintp(b + c)] = src[np.uintp(a + c * s_col)]
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _box(src, sbase, dst, dbase, n, ss, ds):
     """dst[box] = src[box] over an 8-D box; the innermost dimension is the tight loop."""
     n7, s7, d7 = n[7], ss[7], ds[7]
@@ -88,7 +88,7 @@ def _box(src, sbase, dst, dbase, n, ss, ds):
                                         dst[np.uintp(b + k * d7)] = src[np.uintp(a + k * s7)]
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _fill_box(dst, dbase, n, ds, value):
     n7, d7 = n[7], ds[7]
     for i0 in range(n[0]):
@@ -113,7 +113,7 @@ def _fill_box(dst, dbase, n, ds, value):
                                         dst[np.uintp(b + k * d7)] = value
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def run_jobs(src, dst, jobs, fill):
     """Runs a bind-time job table: each row copies (from src or from dst itself) or fills one box of dst."""
     for j in range(jobs.shape[0]):
@@ -130,7 +130,7 @@ def run_jobs(src, dst, jobs, fill):
             _fill_box(dst, row[2], n, ds, fill[0])
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _gather(params, indices, out):
     """params (batch, outer, axis, inner), indices (batch, n), out (batch, outer, n, inner)."""
     axis_size = params.shape[2]
@@ -144,7 +144,7 @@ def _gather(params, indices, out):
                     out[b, o, i, c] = params[b, o, k, c]
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _gather_nd(params, dims, strides, indices, out):
     """params (rows, inner) addressed by the first K dims (sizes `dims`, row strides `strides`)."""
     for i in range(indices.shape[0]):
@@ -158,13 +158,13 @@ def _gather_nd(params, dims, strides, indices, out):
             out[i, c] = params[row, c]
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _cast(src, dst):
     for i in range(src.shape[0]):
         dst[i] = src[i]
 
 
-@njit(cache=True, fastmath=False)
+@njit(nogil=True, cache=True, fastmath=False)
 def _cast_to_bool(src, dst):
     for i in range(src.shape[0]):
         dst[i] = src[i] != 0
