@@ -112,10 +112,10 @@ class _Groups:
 def find_aliases(sg: Subgraph, order: Sequence[int], life: Mapping[int, Lifetime], *,
                  aliasing: Aliasing, persistent: set[int],
                  kernel_info: Callable[[Operator], Any] | None = None,
-                 concat_ops: set[int] | None = None) -> dict[int, Alias]:
+                 concat_inputs: set[int] | None = None) -> dict[int, Alias]:
     """Alias per aliased tensor (tensor index -> Alias). Tensors not in `life` are never aliased.
 
-    `concat_ops` limits concat placement to those op indices (None: every CONCATENATION).
+    `concat_inputs` limits concat placement to those input tensors (None: every eligible one).
     """
     groups = _Groups()
     ends = set(sg.inputs) | set(sg.outputs)
@@ -132,8 +132,9 @@ def find_aliases(sg: Subgraph, order: Sequence[int], life: Mapping[int, Lifetime
     if aliasing.concat:
         for k in reversed(order):  # outer concats first, so nested ones can hang below them
             op = sg.operators[k]
-            if op.opcode == "CONCATENATION" and (concat_ops is None or k in concat_ops):
-                _place_concat(sg, op, step_of[k], groups, plannable, ends, producer, step_of, kernel_info)
+            if op.opcode == "CONCATENATION":
+                _place_concat(sg, op, step_of[k], groups, plannable, ends, producer, step_of, kernel_info,
+                              concat_inputs)
 
     for step, k in enumerate(order):
         op = sg.operators[k]
@@ -159,23 +160,21 @@ def find_aliases(sg: Subgraph, order: Sequence[int], life: Mapping[int, Lifetime
 
 def _can_overwrite(sg: Subgraph, x: int, y: int, step: int, groups: _Groups, life: Mapping[int, Lifetime],
                    plannable, ends: set[int], op: Operator) -> bool:
-    if not plannable(x) or x in ends or sg.tensors[x].nbytes != sg.tensors[y].nbytes:
+    if not plannable(x) or x in ends or sg.tensors[x].nbytes != sg.tensors[y].nbytes or not groups.contiguous(x):
         return False
     for m in groups.members(x):
         if m in ends or not plannable(m):
             return False
-        a = groups.alias.get(m)
-        if a is not None and a.kind == "concat":
+        # Every tensor sharing x's memory must already exist (a concat output is not assembled
+        # before its last input is written) and be dead after this step.
+        if life[m].first > step or life[m].last > step:
             return False
-        if groups.children.get(m) and any(groups.alias[c].kind == "concat" for c in groups.children[m]):
-            return False
-        if life[m].first <= step < life[m].last:
-            return False  # someone still needs the old bytes after this step
     return True
 
 
 def _place_concat(sg: Subgraph, op: Operator, step: int, groups: _Groups, plannable, ends: set[int],
-                  producer: dict[int, int], step_of: dict[int, int], kernel_info) -> None:
+                  producer: dict[int, int], step_of: dict[int, int], kernel_info,
+                  allowed: set[int] | None = None) -> None:
     opts = op.options
     if opts is not None and getattr(opts, "fused_activation_function", "NONE") not in ("NONE", None):
         return
@@ -204,7 +203,7 @@ def _place_concat(sg: Subgraph, op: Operator, step: int, groups: _Groups, planna
         if n is None:
             return  # malformed concat; leave it to the kernel
         start += n
-        if (seen[t] > 1 or not plannable(t) or t in ends or t in groups.alias or x.dtype != o.dtype
+        if (seen[t] > 1 or (allowed is not None and t not in allowed) or not plannable(t) or t in ends or t in groups.alias or x.dtype != o.dtype
                 or not _same_quant(x, o) or t not in producer or step_of[producer[t]] >= step):
             continue
         if tuple(d for i, d in enumerate(x.shape) if i != axis) != tuple(d for i, d in enumerate(o.shape) if i != axis):

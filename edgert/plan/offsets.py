@@ -14,6 +14,7 @@ Offsets are multiples of `align`. Pure Python; `solve` is the one entry point.
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 from operator import add
@@ -359,30 +360,54 @@ def _partitions(lowers, uppers, idx: list[int]) -> list[list[int]]:
     return parts
 
 
-def _preorders(idx, lowers, uppers, sizes, total) -> list[list[int]]:
+def _preorders(idx, lowers, uppers, sizes, total, over, round_no: int) -> list[list[int]]:
+    """Static buffer orderings to try (a portfolio: each instance tends to fall to one of them),
+    plus a few randomly perturbed ones that change with the round."""
     length = {i: uppers[i] - lowers[i] for i in idx}
+    area = {i: sizes[i] * length[i] for i in idx}
+    nover = {i: len(over[i]) for i in idx}
     keys: list[Callable[[int], tuple]] = [
-        lambda i: (-length[i], -sizes[i] * length[i], -total[i], i),  # WAT
-        lambda i: (-total[i], -sizes[i] * length[i], -length[i], i),  # TAW
-        lambda i: (-total[i], -length[i], -sizes[i] * length[i], i),  # TWA
+        lambda i: (-length[i], -area[i], -total[i], i),  # MiniMalloc's WAT
+        lambda i: (-total[i], -area[i], -length[i], i),  # TAW
+        lambda i: (-total[i], -length[i], -area[i], i),  # TWA
+        lambda i: (-uppers[i], -length[i], i),  # latest end first
+        lambda i: (lowers[i], -sizes[i], i),  # earliest start, largest first
+        lambda i: (-nover[i], -sizes[i], i),  # most overlaps first
+        lambda i: (-uppers[i], -lowers[i], i),
+        lambda i: (-total[i], -area[i], i),
         lambda i: (-sizes[i], -total[i], -length[i], i),
+        lambda i: (-lowers[i], -length[i], i),  # latest start first
     ]
-    return [sorted(idx, key=k) for k in keys]
+    out = [sorted(idx, key=k) for k in keys]
+    rng = random.Random(round_no)
+    for base in (0, 1, 3, 0, 1, 3):
+        w = {i: rng.uniform(0.9, 1.1) for i in idx}
+        k = keys[base]
+        out.append(sorted(idx, key=lambda i: (k(i)[0] * w[i], k(i)[1:])))
+    return out
 
 
 def _search_capacity(parts, lowers, uppers, sizes, over, total, align, capacity, deadline, node_limit,
-                     stats: dict) -> tuple[dict[int, int] | None, bool]:
-    """(offsets within `capacity` or None, proven infeasible). Each preordering gets `node_limit` nodes per partition."""
+                     round_no: int, stats: dict, portfolio: slice = slice(None),
+                     solved: dict | None = None) -> tuple[dict[int, int] | None, bool]:
+    """(offsets within `capacity` or None, proven infeasible). Every ordering of the portfolio
+    gets `node_limit` nodes per partition; the first to succeed wins. `solved` keeps partitions
+    already placed within a capacity, so later rounds spend their nodes on the hard ones."""
     offsets: dict[int, int] = {}
-    for part in parts:
-        pre = _preorders(part, lowers, uppers, sizes, total)
+    solved = {} if solved is None else solved
+    for p, part in enumerate(parts):
+        done = [v for (q, c), v in solved.items() if q == p and c <= capacity]
+        if done:
+            offsets.update(done[0])
+            continue
         found = None
-        for order in pre:
+        for k, order in enumerate(_preorders(part, lowers, uppers, sizes, total, over, round_no)[portfolio]):
             search = _Search(part, lowers, uppers, sizes, over, align, capacity, deadline, node_limit, order)
             ok = search.run()
             stats["nodes"] = stats.get("nodes", 0) + search.nodes
             if ok:
                 found = search.result
+                stats["found_by"] = (round_no, k, search.nodes)
                 break
             if search.timed_out:
                 return None, False
@@ -390,6 +415,7 @@ def _search_capacity(parts, lowers, uppers, sizes, over, total, align, capacity,
                 return None, True  # the search was complete: nothing fits this capacity
         if found is None:
             return None, False
+        solved[(p, capacity)] = found
         offsets.update(found)
     return offsets, False
 
@@ -457,41 +483,47 @@ def solve(intervals: Sequence[Interval], strategy: str = "default", *, align: in
     deadline = start + time_limit
     total = _section_totals(lowers, uppers, sizes)
     parts = _partitions(lowers, uppers, list(range(n)))
-    # Decision searches at chosen capacities with a node limit that doubles whenever the window
-    # between the last failure and the best known peak closes: first the bound itself (often
-    # feasible), then bisection, so a good placement arrives early and is tightened while time lasts.
+    # Rounds of decision searches with a node limit that doubles each round: at the lower bound
+    # (often feasible, and then optimal) with the whole portfolio, then halfway between it and
+    # the best peak known with a few orderings, so a good placement keeps tightening meanwhile.
     lo, hi = lb, best_peak
-    limit = 8 * n
-    failed = lo - 1
-    proven = False
-    cap = lo
+    limit = max(64, n)
+    round_no = 0
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old_limit, 4 * n + 1000))  # the search recurses once per placed buffer
+
+    solved: dict = {}
+
+    def attempt(cap: int, portfolio: slice) -> bool | None:
+        """True: found (hi lowered); False: not found; None: proven infeasible."""
+        nonlocal best, best_peak, hi
+        found, infeasible = _search_capacity(parts, lowers, uppers, sizes, over, total, align, cap,
+                                             deadline, limit, round_no, stats, portfolio, solved)
+        if found is None:
+            return None if infeasible else False
+        offs = [found[j] for j in range(n)]
+        peak = max(offs[j] + sizes[j] for j in range(n))
+        if peak < best_peak:
+            best, best_peak = offs, peak
+        hi = min(hi, peak)
+        return True
+
     try:
         while lo < hi and time.perf_counter() < deadline:
-            found, infeasible = _search_capacity(parts, lowers, uppers, sizes, over, total, align, cap,
-                                                 deadline, limit, stats)
-            if found is not None:
-                offs = [found[j] for j in range(n)]
-                peak = max(offs[j] + sizes[j] for j in range(n))
-                if peak < best_peak:
-                    best, best_peak = offs, peak
-                hi = min(hi, peak)
-            elif infeasible:
-                lo = cap + 1
-                failed = max(failed, cap)
-            else:
-                failed = max(failed, cap)
-            if failed + 1 >= hi or hi - (failed + 1) <= max(1, lb // 2000):
-                limit *= 2
-                failed = lo - 1
-                cap = lo
-            else:
-                cap = (failed + 1 + hi) // 2
+            got = attempt(lo, slice(None))
+            if got is None:
+                lo += 1
+            cap = (lo + hi) // 2
+            if not got and lo < cap < hi and time.perf_counter() < deadline:
+                if attempt(cap, slice(0, 4)) is None:
+                    lo = cap + 1
+            limit *= 2
+            round_no += 1
     finally:
         sys.setrecursionlimit(old_limit)
     proven = lo >= hi
     stats["node_limit"] = limit
+    stats["rounds"] = round_no
     return finish(best, strategy, proven)
 
 

@@ -229,6 +229,11 @@ def validate(plan: MemoryPlan, graph: Graph) -> None:
             raise PlanError(f"scratch of op {s.op}: [{s.offset}, {s.offset + s.size}) misplaced")
         if s.step >= 0:
             items.append(("activation", s.step, s.step, s.offset, s.offset + s.size, ("scratch", s.op), f"scratch of op {s.op}"))
+    last_step = max(0, len(plan.order) - 1)
+    for s in getattr(plan, "packed", {}).values():
+        if s.offset % ALIGN or s.offset + s.size > plan.persistent_bytes:
+            raise PlanError(f"packed data of op {s.op}: [{s.offset}, {s.offset + s.size}) misplaced")
+        items.append(("persistent", 0, last_step, s.offset, s.offset + s.size, ("packed", s.op), f"packed data of op {s.op}"))
     items.sort(key=lambda x: (x[0], x[1]))
     active: list[tuple] = []
     for it in items:
@@ -290,7 +295,7 @@ class _Layout:
 
 def _layout(sg: Subgraph, order: list[int], persistent: set[int], aliasing: Aliasing, kinfo) -> _Layout:
     """Lifetimes, aliases and root intervals for one order. A concat placement stretches the
-    output's lifetime back to its earliest input, so each one is kept only if the bound does not rise."""
+    output's lifetime back to its earliest placed input, so it is kept only if the bound does not rise."""
     life = lifetimes(sg, order, persistent)
     scratch = {}
     for step, k in enumerate(order):
@@ -298,9 +303,9 @@ def _layout(sg: Subgraph, order: list[int], persistent: set[int], aliasing: Alia
         if nbytes > 0:
             scratch[k] = (step, nbytes)
 
-    def build(concat_ops: set[int]) -> _Layout:
+    def build(concat_inputs: set[int]) -> _Layout:
         aliases = find_aliases(sg, order, life, aliasing=aliasing, persistent=persistent, kernel_info=kinfo,
-                               concat_ops=concat_ops)
+                               concat_inputs=concat_inputs)
 
         def root(t: int) -> int:
             while t in aliases:
@@ -318,14 +323,27 @@ def _layout(sg: Subgraph, order: list[int], persistent: set[int], aliasing: Alia
 
     best = build(set())
     if aliasing.concat:
+        # Per concat: all its inputs, or only the latest-written ones. An input written just before
+        # the concat costs nothing to place; an early skip connection stretches the output over
+        # everything in between. Keep the choice with the lowest bound (then the most aliases),
+        # and only if the bound does not rise.
         allowed: set[int] = set()
+        first_of = {t: lt.first for t, lt in life.items()}
         for k in order:
-            if sg.operators[k].opcode != "CONCATENATION":
+            op = sg.operators[k]
+            if op.opcode != "CONCATENATION":
                 continue
-            cand = build(allowed | {k})
-            if len(cand.aliases) > len(best.aliases) and cand.lower_bound <= best.lower_bound:
-                allowed.add(k)
-                best = cand
+            inputs = sorted({i for i in op.inputs if i in first_of}, key=lambda i: -first_of[i])
+            choice, choice_set = best, None
+            for n_latest in range(len(inputs), 0, -1):
+                cand = build(allowed | set(inputs[:n_latest]))
+                if len(cand.aliases) > len(best.aliases) and cand.lower_bound <= best.lower_bound and (
+                        choice_set is None or (cand.lower_bound, -len(cand.aliases))
+                        < (choice.lower_bound, -len(choice.aliases))):
+                    choice, choice_set = cand, set(inputs[:n_latest])
+            if choice_set is not None:
+                allowed |= choice_set
+                best = choice
     return best
 
 
@@ -428,8 +446,9 @@ def _assemble(graph, sg, subgraph, layout: _Layout, kind, folded, persistent, st
         if b > 0:
             scratch[k] = ScratchPlacement(k, 0, b, -1)
 
-    naive = persistent_bytes + sum(_offsets.align_up(sg.tensors[t].nbytes, ALIGN) for t in layout.life)
-    naive += sum(_offsets.align_up(b, ALIGN) for _, b in layout.scratch.values())
+    naive_act = sum(_offsets.align_up(sg.tensors[t].nbytes, ALIGN) for t in layout.life)
+    naive_act += sum(_offsets.align_up(b, ALIGN) for _, b in layout.scratch.values())
+    naive = persistent_bytes + max([naive_act] + list(folded_scratch.values()))
     no_alias = layout.lower_bound if not (aliasing.views or aliasing.inplace or aliasing.concat) else \
         _layout(sg, layout.order, persistent, Aliasing.none(), kinfo).lower_bound
     lb_act = max([layout.lower_bound] + list(folded_scratch.values()))
