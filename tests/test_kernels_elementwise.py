@@ -104,6 +104,39 @@ def test_activation_helpers_follow_tflite_ranges():
         np.testing.assert_allclose(out, want, rtol=1e-6)
 
 
+def test_expf_fast_within_one_ulp_and_special_values():
+    from numba import njit
+
+    from edgert.kernels.activations import expf_fast
+
+    @njit
+    def exp_all(x, out):
+        for i in range(x.size):
+            out[i] = expf_fast(x[i])
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.uniform(-104, 89, 200_000), rng.uniform(-1, 1, 50_000),
+                        [0.0, -0.0, 88.72283, 88.7229, -87.33, -103.9, -103.98, 1e-30, -1e-30]]).astype(f32)
+    out = np.empty_like(x)
+    exp_all(x, out)
+    with np.errstate(over="ignore"):
+        want = np.exp(x.astype(np.float64)).astype(f32)  # correctly rounded but for rare double-rounding ties
+    ulps = np.abs(out.view(np.int32).astype(np.int64) - want.view(np.int32).astype(np.int64))
+    assert ulps.max() <= 2, f"{ulps.max()} ulp at x={x[np.argmax(ulps)]!r}"
+    special = np.array([np.nan, np.inf, -np.inf, 100.0, -200.0, 3e38, -3e38], f32)
+    out = np.empty_like(special)
+    exp_all(special, out)
+    assert np.isnan(out[0]) and out[1] == np.inf and out[2] == 0.0
+    assert out[3] == np.inf and out[4] == 0.0 and out[5] == np.inf and out[6] == 0.0
+
+
+@pytest.mark.parametrize("opcode", ["EXP", "LOGISTIC"])
+def test_exp_logistic_whole_range(opcode):
+    x = np.concatenate([np.linspace(-110, 95, 2048), [np.nan, np.inf, -np.inf, -9.0, 16.619047, 16.62]])
+    x = x.astype(f32).reshape(1, -1)
+    check(opcode, [(x.shape, f32)], x.shape, inputs=[x])
+
+
 # ---------------------------------------------------------------------------------------------
 # Binary ops
 
@@ -134,6 +167,12 @@ def test_fused_activations(opcode, act):
 @pytest.mark.parametrize("opcode", ["MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE", "SUB", "DIV", "FLOOR_DIV", "FLOOR_MOD"])
 def test_other_binary_ops(opcode):
     check(opcode, [((2, 5, 7), f32), ((5, 1), f32)], (2, 5, 7))
+
+
+def test_division_by_zero_gives_inf_and_nan():
+    a = np.array([[1.0, -2.0, 0.0, 3.0]], f32)
+    b = np.array([0.0, 0.0, 0.0, -0.0], f32)
+    check("DIV", [((1, 4), f32), ((4,), f32)], (1, 4), inputs=[a, b])
 
 
 def test_pow_positive_base():
@@ -318,10 +357,10 @@ def _ctx(model: bytes) -> OpContext:
     return OpContext.of(sg, sg.operators[0])
 
 
-def test_rejects_int8_with_reason():
+def test_rejects_int16_with_reason():
     q = quant(0.1, 0)
-    model = build_one_op("ADD", [((1, 4), np.int8, q), ((1, 4), np.int8, q)], [((1, 4), np.int8, q)])
-    with pytest.raises(UnsupportedOpError, match="int8 not supported"):
+    model = build_one_op("ADD", [((1, 4), np.int16, q), ((1, 4), np.int16, q)], [((1, 4), np.int16, q)])
+    with pytest.raises(UnsupportedOpError, match="int16 not supported"):
         REGISTRY.lookup(_ctx(model))
 
 

@@ -160,18 +160,28 @@ def test_log_softmax(shape):
     assert_close_float(run_kernel(model, [x])[0], reference_outputs(model, [x])[0])
 
 
+@pytest.mark.parametrize("depth", [9, 40])  # libm rows, and the contiguous expf_fast kernel
 @pytest.mark.parametrize("opcode", ["SOFTMAX", "LOG_SOFTMAX"])
-def test_softmax_in_place_and_strided(opcode):
-    shape = (2, 6, 9)
+def test_softmax_in_place_and_strided(opcode, depth):
+    shape = (2, 6, depth)
     model = build_one_op(opcode, [(shape, f32)], [(shape, f32)], {"beta": 1.0} if opcode == "SOFTMAX" else None)
     x = (np.random.default_rng(8).standard_normal(shape) * 3).astype(f32)
     ref = reference_outputs(model, [x])[0]
     assert_close_float(run_kernel(model, [x.copy()], same_as_input=0)[0], ref)
-    big = np.full((2, 6, 13), 777.0, f32)
-    view = big[..., 1:10]
+    big = np.full((2, 6, depth + 4), 777.0, f32)
+    view = big[..., 1:1 + depth]
     run_kernel(model, [x], outs=[view])
     assert_close_float(view, ref)
-    assert np.all(big[..., 0] == 777.0) and np.all(big[..., 10:] == 777.0)
+    assert np.all(big[..., 0] == 777.0) and np.all(big[..., 1 + depth:] == 777.0)
+
+
+def test_softmax_extreme_logits():
+    shape = (3, 64)  # contiguous rows: the expf_fast kernel; exps underflow to subnormals and 0
+    model = build_one_op("SOFTMAX", [(shape, f32)], [(shape, f32)], {"beta": 1.0})
+    x = (np.random.default_rng(9).standard_normal(shape) * 60).astype(f32)
+    x[1] = 0.0
+    x[2, :5] = [1e30, -1e30, 3e38, -3e38, 88.0]
+    assert_close_float(run_kernel(model, [x])[0], reference_outputs(model, [x])[0])
 
 
 # ---------------------------------------------------------------------------------------------

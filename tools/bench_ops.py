@@ -191,6 +191,17 @@ def qpool(opcode, in_shape, k, s, pad="VALID"):
     return b.build(), in_shape, np.int8
 
 
+def qbinary(opcode, in_shape, other_shape, act="NONE"):
+    other = (_RNG.integers(-128, 128, other_shape).astype(np.int8), _q(0.02, -5))
+    return qone_op(opcode, in_shape, in_shape, dict(fused_activation_function=act), {1: other}, 2)
+
+
+def qreduce(opcode, in_shape, axes, keep=True):
+    out = tuple(1 if i in axes else d for i, d in enumerate(in_shape)) if keep else \
+        tuple(d for i, d in enumerate(in_shape) if i not in axes)
+    return qone_op(opcode, in_shape, out, dict(keep_dims=keep), {1: np.array(axes, np.int32)}, 2)
+
+
 # Shapes from zoo/mobilenet_v2_100_224, zoo/unet_small_128, zoo/ad_fc_autoencoder, zoo/vww_mobilenet_v1_025.
 SECTIONS: dict[str, list[tuple[str, Callable[[], tuple[bytes, tuple]]]]] = {
     "conv": [
@@ -243,7 +254,12 @@ SECTIONS: dict[str, list[tuple[str, Callable[[], tuple[bytes, tuple]]]]] = {
         ("mnv3 hard_swish 112x112x16", lambda: unary("HARD_SWISH", (1, 112, 112, 16))),
         ("mnv3 hard_swish 14x14x240", lambda: unary("HARD_SWISH", (1, 14, 14, 240))),
         ("logistic 14x14x240", lambda: unary("LOGISTIC", (1, 14, 14, 240))),
+        ("exp 14x14x240", lambda: unary("EXP", (1, 14, 14, 240))),
         ("mediapipe prelu 64x64x32", lambda: binary("PRELU", (1, 64, 64, 32), (1, 1, 32), None)),
+        ("int8 mnv3 mul 56x56x16 * 1x1x16", lambda: qbinary("MUL", (1, 56, 56, 16), (1, 1, 1, 16))),
+        ("int8 mnv3 mul 14x14x240 * 1x1x240", lambda: qbinary("MUL", (1, 14, 14, 240), (1, 1, 1, 240))),
+        ("int8 mnv2 add 56x56x24 + same", lambda: qbinary("ADD", (1, 56, 56, 24), (1, 56, 56, 24))),
+        ("int8 mnv3 add 14x14x40 + same relu", lambda: qbinary("ADD", (1, 14, 14, 40), (1, 14, 14, 40), "RELU")),
     ],
     "reduce": [
         ("mnv3 mean 56x56x16 hw", lambda: reduce("MEAN", (1, 56, 56, 16), [1, 2])),
@@ -252,6 +268,9 @@ SECTIONS: dict[str, list[tuple[str, Callable[[], tuple[bytes, tuple]]]]] = {
         ("sum 32x1000 last axis", lambda: reduce("SUM", (32, 1000), [1], False)),
         ("softmax 1x1001", lambda: unary("SOFTMAX", (1, 1001), {"beta": 1.0})),
         ("unet softmax 128x128x2", lambda: unary("SOFTMAX", (1, 128, 128, 2), {"beta": 1.0})),
+        ("int8 mnv3 mean 56x56x16 hw", lambda: qreduce("MEAN", (1, 56, 56, 16), [1, 2])),
+        ("int8 mnv3 mean 7x7x576 hw", lambda: qreduce("MEAN", (1, 7, 7, 576), [1, 2])),
+        ("int8 mnv2 mean 7x7x1280 hw no keep", lambda: qreduce("MEAN", (1, 7, 7, 1280), [1, 2], False)),
     ],
     # Shapes from real/mediapipe/pose_detection and palm_detection_lite.
     "shape": [
@@ -286,7 +305,9 @@ def _ours(model: bytes, x: np.ndarray) -> tuple[Callable[[], object], str]:
     ins = [None if t is None else (t.data if t.is_constant else x) for t in ctx.inputs]
     outs = [np.empty(t.shape, t.dtype) for t in ctx.outputs]
     n = entry.scratch_bytes(ctx)
-    fn, args = entry.bind(ctx, ins, outs, np.zeros(n, np.uint8) if n else None)
+    pk = entry.packed_bytes(ctx)
+    fn, args = entry.bind(ctx, ins, outs, np.zeros(n, np.uint8) if n else None,
+                          **({"packed": np.zeros(pk, np.uint8)} if pk else {}))
     return (lambda: fn(*args)), getattr(fn, "__name__", str(fn))
 
 

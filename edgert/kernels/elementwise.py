@@ -1,5 +1,8 @@
 """Elementwise kernels: binary arithmetic with TFLite broadcasting and fused activations, and unary math/activations.
 
+float32 (and int32) throughout; int8/uint8 ADD, SUB, MUL (TFLite's fixed-point requantization, bit
+for bit with BUILTIN_REF) and MAXIMUM/MINIMUM.
+
 Every kernel runs on a canonical form prepared once in bind:
 
 * each operand becomes a 1-D view starting at its first element (`flat_view`) plus its strides in
@@ -10,6 +13,8 @@ Every kernel runs on a canonical form prepared once in bind:
   operands become one long row; MobileNet's [1,H,W,C] * [1,1,1,C] becomes (H*W) rows of C.
 
 The innermost row picks a loop in which every stride is known (1 or 0), so LLVM vectorizes it.
+Float kernels use numba's "numpy" error model: x / 0 gives inf/NaN as in C++ (the default raises
+ZeroDivisionError, and its zero check on every division also kept LLVM from vectorizing).
 In-place steps (output memory == an input's) get their own loops that read and write through the
 same view: LLVM's runtime overlap check would otherwise send exactly-aliased rows down the scalar
 path. One numba dispatcher is made per op (a closure over the op code, folded at compile time),
@@ -26,13 +31,16 @@ import numpy as np
 from numba import njit
 from numpy.lib.stride_tricks import as_strided
 
-from edgert.kernels.activations import activation_range, activation_supported, activation_code
+from edgert.kernels import fixedpoint as fp
+from edgert.kernels.activations import activation_code, activation_range, activation_supported, expf_fast
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
 
 MAX_RANK = 6
 
 _F32 = np.dtype(np.float32)
 _I32 = np.dtype(np.int32)
+_I8 = np.dtype(np.int8)
+_U8 = np.dtype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,7 +152,7 @@ def _clamp(r, lo, hi):
 
 
 def _make_binary(op: int) -> Callable:
-    @njit(cache=True)
+    @njit(cache=True, error_model="numpy")
     def binary_kernel(a, b, o, shape, sa, sb, so, lo, hi, alias, rep, k, row):
         """o = clamp(a op b); alias 1: o is a's memory, 2: o is b's.
 
@@ -280,8 +288,9 @@ BINARY_OPS: dict[str, BinarySpec] = {
     "SUB": BinarySpec(SUB, 5, (_F32, _I32), True),
     "MUL": BinarySpec(MUL, 7, (_F32, _I32), True),
     "DIV": BinarySpec(DIV, 2, (_F32,), True),
-    "MAXIMUM": BinarySpec(MAXIMUM, 4, (_F32, _I32), False),
-    "MINIMUM": BinarySpec(MINIMUM, 4, (_F32, _I32), False),
+    # int8/uint8 compare raw values, as TFLite does (the converter gives inputs and output one scale)
+    "MAXIMUM": BinarySpec(MAXIMUM, 4, (_F32, _I32, _I8, _U8), False),
+    "MINIMUM": BinarySpec(MINIMUM, 4, (_F32, _I32, _I8, _U8), False),
     "SQUARED_DIFFERENCE": BinarySpec(SQUARED_DIFFERENCE, 2, (_F32,), False),
     "POW": BinarySpec(POW, 1, (_F32,), False),
     "PRELU": BinarySpec(PRELU, 1, (_F32,), False),
@@ -390,6 +399,234 @@ def _same_shape_inputs(positions: tuple[int, ...]) -> Callable[[OpContext], tupl
 
 
 # ---------------------------------------------------------------------------------------------
+# Quantized (int8/uint8) ADD, SUB, MUL: TFLite's integer arithmetic, bit for bit
+#
+# ADD/SUB (add.cc, sub.cc Prepare; reference_integer_ops/add.h, reference_ops/sub.h): each input
+# is offset by its zero point, shifted left by 20 and scaled by its multiplier (input scale /
+# twice the larger input scale); the sum (difference) is scaled by the output multiplier.
+# MUL (mul.cc, reference_integer_ops/mul.h): the product of the offset inputs times one
+# multiplier (s1 * s2 / s_out, computed in float as the C++ does). Broadcasting does not change
+# the per-element arithmetic, so the canonical strided form above carries over unchanged.
+
+QADD, QSUB, QMUL = range(3)
+_Q8 = (_I8, _U8)
+_LEFT_SHIFT_8BIT = 20
+
+
+@njit(inline="always")
+def _scaled_input(v, offset, multiplier, shift):
+    """MultiplyByQuantizedMultiplierSmallerThanOneExp((v + offset) << 20, multiplier, shift)."""
+    x = (np.int64(v) + offset) << _LEFT_SHIFT_8BIT
+    return fp.rounding_divide_by_pot(fp.saturating_rounding_doubling_high_mul(x, multiplier), -shift)
+
+
+@njit(inline="always")
+def _qbinop(x, y, op, off1, off2, m1, s1, m2, s2, mo, so, ooff, lo, hi):
+    # Computed per element, not looked up in per-input tables: LLVM vectorizes this int64 arithmetic,
+    # while a table lookup becomes a gather, which ran 5x slower than all of it on the dev machine.
+    if op == QMUL:
+        r = fp.multiply_by_quantized_multiplier((np.int64(x) + off1) * (np.int64(y) + off2), mo, so) + ooff
+    else:
+        a = _scaled_input(x, off1, m1, s1)
+        b = _scaled_input(y, off2, m2, s2)
+        raw = a + b if op == QADD else a - b
+        r = fp.rounding_divide_by_pot(fp.saturating_rounding_doubling_high_mul(raw, mo), -so) + ooff
+    r = lo if r < lo else r
+    return hi if r > hi else r
+
+
+def _make_qbinary(op: int) -> Callable:
+    @njit(cache=True)
+    def qbinary_kernel(a, b, o, shape, sa, sb, so_, prm, rep, k, row):
+        """o = requantized (a op b); prm = [off1, off2, m1, s1, m2, s2, mo, so, ooff, lo, hi].
+
+        row 1 (2): b (a) is one short row broadcast over the last two collapsed dims; it is repeated
+        k times into `rep` so each chunk of k rows is one long vectorizable loop (as binary_kernel).
+        Each element is read before it is written at the same index, so o may be a or b.
+        """
+        off1, off2, m1, s1, m2, s2 = prm[0], prm[1], prm[2], prm[3], prm[4], prm[5]
+        mo, so, ooff, lo, hi = prm[6], prm[7], prm[8], prm[9], prm[10]
+        n = shape[5]
+        a5, b5, o5 = sa[5], sb[5], so_[5]
+        if row != 0:
+            rows = shape[4]
+            for i0 in range(shape[0]):
+                for i1 in range(shape[1]):
+                    for i2 in range(shape[2]):
+                        for i3 in range(shape[3]):
+                            pa = i0 * sa[0] + i1 * sa[1] + i2 * sa[2] + i3 * sa[3]
+                            pb = i0 * sb[0] + i1 * sb[1] + i2 * sb[2] + i3 * sb[3]
+                            po = i0 * so_[0] + i1 * so_[1] + i2 * so_[2] + i3 * so_[3]
+                            src = b[pb:pb + n] if row == 1 else a[pa:pa + n]
+                            for r in range(k):
+                                rep[r * n:(r + 1) * n] = src
+                            for r0 in range(0, rows, k):
+                                m = min(k, rows - r0) * n
+                                ov = o[po + r0 * n:po + r0 * n + m]
+                                if row == 1:
+                                    av = a[pa + r0 * n:pa + r0 * n + m]
+                                    for t in range(m):
+                                        ov[t] = _qbinop(av[t], rep[t], op, off1, off2, m1, s1, m2, s2, mo, so, ooff, lo, hi)
+                                else:
+                                    bv = b[pb + r0 * n:pb + r0 * n + m]
+                                    for t in range(m):
+                                        ov[t] = _qbinop(rep[t], bv[t], op, off1, off2, m1, s1, m2, s2, mo, so, ooff, lo, hi)
+            return
+        for i0 in range(shape[0]):
+            for i1 in range(shape[1]):
+                for i2 in range(shape[2]):
+                    for i3 in range(shape[3]):
+                        for i4 in range(shape[4]):
+                            pa = i0 * sa[0] + i1 * sa[1] + i2 * sa[2] + i3 * sa[3] + i4 * sa[4]
+                            pb = i0 * sb[0] + i1 * sb[1] + i2 * sb[2] + i3 * sb[3] + i4 * sb[4]
+                            po = i0 * so_[0] + i1 * so_[1] + i2 * so_[2] + i3 * so_[3] + i4 * so_[4]
+                            if o5 == 1 and a5 == 1 and b5 == 1:
+                                ov = o[po:po + n]
+                                av = a[pa:pa + n]
+                                bv = b[pb:pb + n]
+                                for j in range(n):
+                                    ov[j] = _qbinop(av[j], bv[j], op, off1, off2, m1, s1, m2, s2, mo, so, ooff, lo, hi)
+                            else:
+                                for j in range(n):
+                                    o[po + j * o5] = _qbinop(a[pa + j * a5], b[pb + j * b5], op, off1, off2,
+                                                             m1, s1, m2, s2, mo, so, ooff, lo, hi)
+
+    return qbinary_kernel
+
+
+_QBINARY_KERNELS = {op: _make_qbinary(op) for op in range(3)}
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """Per-tensor (scale, zero point) as TFLite's Prepare reads them: the scale as a float32."""
+
+    scale: float
+    zero_point: int
+
+    @classmethod
+    def of(cls, tensor) -> "QuantParams":
+        q = tensor.quantization
+        return cls(float(np.float32(q.scale)), int(q.zero_point))
+
+
+def per_tensor_reason(tensors) -> str | None:
+    """None when every tensor has per-tensor quantization parameters, else a reason."""
+    for t in tensors:
+        q = t.quantization
+        if q is None or not q.scales:
+            return f"{t.name} has no quantization parameters"
+        if q.per_channel:
+            return f"{t.name} is per-channel quantized"
+        if not q.scale > 0:
+            return f"{t.name} has scale {q.scale}"
+    return None
+
+
+@dataclass(frozen=True)
+class QBinaryParams:
+    """What Prepare computes for a quantized ADD/SUB/MUL (multipliers as (int32, shift) pairs)."""
+
+    offsets: tuple[int, int]  # minus the input zero points
+    input_multipliers: tuple[tuple[int, int], tuple[int, int]]  # ADD/SUB only
+    output_multiplier: tuple[int, int]
+    output_offset: int
+    activation_range: tuple[int, int]
+
+    def vector(self) -> np.ndarray:
+        """The `prm` argument of qbinary_kernel."""
+        return np.array([*self.offsets, *self.input_multipliers[0], *self.input_multipliers[1], *self.output_multiplier,
+                         self.output_offset, *self.activation_range], np.int64)
+
+
+def qbinary_params(op: int, a: QuantParams, b: QuantParams, out: QuantParams, activation: str | None,
+                   dtype) -> QBinaryParams | str:
+    """TFLite's Prepare for a quantized ADD/SUB/MUL, or the reason TFLite would refuse the parameters."""
+    act = fp.activation_range_quantized(activation, out.scale, out.zero_point, dtype)
+    offsets = (-a.zero_point, -b.zero_point)
+    if op == QMUL:
+        # float * float / float in C++ float arithmetic, then widened to double
+        real = float(np.float32(np.float32(a.scale) * np.float32(b.scale)) / np.float32(out.scale))
+        return QBinaryParams(offsets, ((0, 0), (0, 0)), fp.quantize_multiplier(real), out.zero_point, act)
+    twice_max = 2.0 * max(a.scale, b.scale)
+    real_out = twice_max / (float(1 << _LEFT_SHIFT_8BIT) * out.scale)
+    if not real_out < 1.0:
+        return f"output scale {out.scale:.3g} too small for the inputs' (output multiplier {real_out:.3g} >= 1)"
+    return QBinaryParams(offsets,
+                         (fp.quantize_multiplier_smaller_than_one_exp(a.scale / twice_max),
+                          fp.quantize_multiplier_smaller_than_one_exp(b.scale / twice_max)),
+                         fp.quantize_multiplier_smaller_than_one_exp(real_out), out.zero_point, act)
+
+
+QBINARY_OPS: dict[str, tuple[int, int]] = {"ADD": (QADD, 5), "SUB": (QSUB, 5), "MUL": (QMUL, 7)}
+
+
+def _qbinary_supports(op: int, max_version: int) -> Callable[[OpContext], str | None]:
+    def supports(ctx: OpContext) -> str | None:
+        if ctx.op.version > max_version:
+            return f"version {ctx.op.version} > {max_version}"
+        if len(ctx.inputs) != 2 or len(ctx.outputs) != 1 or any(t is None for t in ctx.inputs):
+            return "expects 2 inputs and 1 output"
+        reason = _dtype_reason(ctx, _Q8)
+        if reason:
+            return reason
+        a, b = ctx.inputs
+        out = ctx.outputs[0]
+        reason = per_tensor_reason([a, b, out])
+        if reason:
+            return reason
+        if max(len(a.shape), len(b.shape), len(out.shape)) > MAX_RANK:
+            return f"rank above {MAX_RANK}"
+        try:
+            shape = np.broadcast_shapes(a.shape, b.shape)
+        except ValueError:
+            return f"shapes {a.shape} and {b.shape} do not broadcast"
+        if tuple(shape) != tuple(out.shape):
+            return f"output shape {out.shape} != broadcast shape {tuple(shape)}"
+        act = getattr(ctx.op.options, "fused_activation_function", None)
+        reason = activation_supported(act)
+        if reason:
+            return reason
+        params = qbinary_params(op, QuantParams.of(a), QuantParams.of(b), QuantParams.of(out), act, out.dtype)
+        return params if isinstance(params, str) else None
+
+    return supports
+
+
+def _qbinary_scratch(ctx: OpContext) -> int:
+    return _binary_scratch(ctx)
+
+
+def _qbinary_bind(op: int) -> Callable:
+    kernel = _QBINARY_KERNELS[op]
+
+    def bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
+        a, b = ins
+        out = outs[0]
+        if out.size == 0:
+            return _noop, ()
+        ta, tb = ctx.inputs
+        act = getattr(ctx.op.options, "fused_activation_function", None)
+        params = qbinary_params(op, QuantParams.of(ta), QuantParams.of(tb), QuantParams.of(ctx.outputs[0]), act,
+                                out.dtype)
+        assert not isinstance(params, str), params
+        fa, sa = flat_view(a, False)
+        fb, sb = flat_view(b, False)
+        fo, so = flat_view(out, True)
+        oshape = tuple(out.shape)
+        shape, (ca, cb, co) = collapse(
+            oshape, [broadcast_strides(a.shape, sa, oshape), broadcast_strides(b.shape, sb, oshape), list(so)])
+        row = row_broadcast(shape, ca, cb, co) if scratch is not None else 0
+        k = max(1, CHUNK_ELEMENTS // int(shape[5])) if row else 0
+        if row and k * int(shape[5]) * out.dtype.itemsize > scratch.nbytes:
+            row = k = 0
+        rep = scratch[:k * int(shape[5])].view(a.dtype) if row else np.empty(0, a.dtype)
+        return kernel, (fa, fb, fo, shape, ca, cb, co, params.vector(), rep, np.int64(k), np.int64(row))
+
+    return bind
+
+
+# ---------------------------------------------------------------------------------------------
 # Unary ops
 
 (ABS, NEG, SQUARE, SQRT, RSQRT, EXP, LOG, SIN, COS, FLOOR, CEIL, ROUND, RELU, RELU6, RELU_N1_TO_1,
@@ -416,7 +653,7 @@ def _unop(x, op, p):
     if op == RSQRT:
         return np.float32(1) / np.sqrt(x)
     if op == EXP:
-        return np.exp(x)
+        return expf_fast(x)
     if op == LOG:
         return np.log(x)
     if op == SIN:
@@ -445,11 +682,11 @@ def _unop(x, op, p):
         r = np.float32(6) if r > 6 else r
         return x * r / np.float32(6)
     if op == LOGISTIC:
-        if x > _LOGISTIC_HI:
-            return np.float32(1)
-        if x < _LOGISTIC_LO:
-            return np.exp(x)
-        return np.float32(1) / (np.float32(1) + np.exp(-x))
+        # TFLite's cut-offs; one exp per element, selected without branches so the loop vectorizes
+        low = x < _LOGISTIC_LO
+        e = expf_fast(x if low else -x)
+        r = e if low else np.float32(1) / (np.float32(1) + e)
+        return np.float32(1) if x > _LOGISTIC_HI else r
     if op == TANH:
         return np.tanh(x)
     if op == ELU:
@@ -461,7 +698,7 @@ def _unop(x, op, p):
 
 
 def _make_unary(op: int) -> Callable:
-    @njit(cache=True)
+    @njit(cache=True, error_model="numpy")
     def unary_kernel(x, o, shape, sx, so, p, alias):
         """o = f(x); alias 1: o is x's memory."""
         n = shape[5]
@@ -572,7 +809,7 @@ def _unary_bind(spec: UnarySpec) -> Callable:
 
 
 def register(registry: KernelRegistry) -> None:
-    """Adds the float32 (and int32 where TFLite has it) elementwise kernels."""
+    """Adds the float32 (int32, int8/uint8 where TFLite has them) elementwise kernels."""
     for name, spec in BINARY_OPS.items():
         positions = (0,) if name == "PRELU" else (0, 1)
         registry.add(KernelEntry(op=name, supports=_binary_supports(spec), bind=_binary_bind(spec),
@@ -580,3 +817,7 @@ def register(registry: KernelRegistry) -> None:
     for name, spec in UNARY_OPS.items():
         registry.add(KernelEntry(op=name, supports=_unary_supports(spec), bind=_unary_bind(spec),
                                  inplace=_same_shape_inputs((0,)), strided_output=True))
+    for name, (op, max_version) in QBINARY_OPS.items():
+        registry.add(KernelEntry(op=name, supports=_qbinary_supports(op, max_version), bind=_qbinary_bind(op),
+                                 scratch_bytes=_qbinary_scratch, inplace=_same_shape_inputs((0, 1)),
+                                 strided_output=True))

@@ -1,5 +1,7 @@
 """Reduction kernels: SOFTMAX, LOG_SOFTMAX, MEAN, SUM, REDUCE_MAX/MIN/PROD over any axis set, ARG_MAX/ARG_MIN.
 
+float32 throughout; int8/uint8 MEAN, SUM, REDUCE_MAX and REDUCE_MIN as TFLite's reference kernels.
+
 Reductions walk the input once in row-major order and fold every element into its output element,
 as TFLite's reference kernels do, so float sums accumulate in the same order. The walk runs on the
 canonical strided form of elementwise.py: the input's dims are collapsed into runs of kept and
@@ -16,8 +18,10 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
-from edgert.kernels.elementwise import (CHUNK_ELEMENTS, MAX_RANK, SHORT_ROW, _contiguous_strides, _noop,
-                                        collapse, flat_view)
+from edgert.kernels import fixedpoint as fp
+from edgert.kernels.activations import expf_fast
+from edgert.kernels.elementwise import (_Q8, CHUNK_ELEMENTS, MAX_RANK, SHORT_ROW, QuantParams, _contiguous_strides,
+                                        _noop, collapse, flat_view, per_tensor_reason)
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
 
 _F32 = np.dtype(np.float32)
@@ -61,7 +65,7 @@ def _scale(o, shape, so, divisor):
 
 
 def _make_reduce(op: int) -> Callable:
-    @njit(cache=True)
+    @njit(cache=True, error_model="numpy")
     def reduce_kernel(x, o, shape, sx, sr, oshape, so, init, divisor, mean, acc, k):
         """o[k] = fold of x over the reduced dims (sr is o's stride, 0 along reduced dims); mean divides.
 
@@ -265,6 +269,210 @@ def _reduce_bind(spec: ReduceSpec) -> Callable:
 
 
 # ---------------------------------------------------------------------------------------------
+# Quantized (int8/uint8) MEAN and SUM: reference_ops::QuantizedMeanOrSum, what BUILTIN_REF runs
+#
+# LiteRT's reduce.cc sends int8/uint8 MEAN (every axis set, keep_dims or not) and SUM to
+# reference_ops::QuantizedMeanOrSum under the reference resolver; the 4-D H,W fast path
+# (optimized_integer_ops::Mean) belongs to the optimized kernel only. The reference sums raw
+# values into int32, subtracts zero_point * count, and applies one multiplier: input_scale /
+# output_scale (QuantizeMultiplier at Prepare), for MEAN with 1/count folded in as
+# (multiplier << s) / count and shift - s, s = floor(log2 count) clamped to <= 32 and <= 31 + shift.
+
+
+def mean_multiplier(multiplier: int, shift: int, count: int) -> tuple[int, int]:
+    """QuantizedMeanOrSum's rescaling of (multiplier, shift) by 1/count (integer division, as the C++)."""
+    s = min(count.bit_length() - 1, 32, 31 + shift)
+    return int((multiplier << s) // count), shift - s
+
+
+@njit(cache=True)
+def qmean_kernel(x, o, shape, sx, sr, acc, oshape, sa, so, zp_count, multiplier, shift, ozp, lo, hi, rows, k):
+    """acc (int32, the output's shape, contiguous; sr its strides on the walk) = sum of x; o = requantized acc.
+
+    k > 0: the walk ends in (reduced rows, short contiguous kept row); k rows at a time are summed
+    into `rows` (k * n int32, one long vectorizable loop), which then folds into acc. Integer sums
+    do not depend on the order, so this stays exact.
+    """
+    acc[:] = 0
+    n = shape[5]
+    x5, r5 = sx[5], sr[5]
+    if k > 0:
+        nrows = shape[4]
+        for i0 in range(shape[0]):
+            for i1 in range(shape[1]):
+                for i2 in range(shape[2]):
+                    for i3 in range(shape[3]):
+                        px = i0 * sx[0] + i1 * sx[1] + i2 * sx[2] + i3 * sx[3]
+                        pr = i0 * sr[0] + i1 * sr[1] + i2 * sr[2] + i3 * sr[3]
+                        rows[:] = 0
+                        for r0 in range(0, nrows, k):
+                            m = min(k, nrows - r0) * n
+                            xv = x[px + r0 * n:px + r0 * n + m]
+                            for t in range(m):
+                                rows[t] += np.int32(xv[t])
+                        av = acc[pr:pr + n]
+                        for r in range(min(k, nrows)):
+                            rv = rows[r * n:(r + 1) * n]
+                            for j in range(n):
+                                av[j] += rv[j]
+    else:
+        for i0 in range(shape[0]):
+            for i1 in range(shape[1]):
+                for i2 in range(shape[2]):
+                    for i3 in range(shape[3]):
+                        for i4 in range(shape[4]):
+                            px = i0 * sx[0] + i1 * sx[1] + i2 * sx[2] + i3 * sx[3] + i4 * sx[4]
+                            pr = i0 * sr[0] + i1 * sr[1] + i2 * sr[2] + i3 * sr[3] + i4 * sr[4]
+                            if r5 == 0:
+                                total = np.int64(acc[pr])
+                                for j in range(n):
+                                    total += np.int64(x[px + j * x5])
+                                acc[pr] = total
+                            elif r5 == 1 and x5 == 1:
+                                av = acc[pr:pr + n]
+                                xv = x[px:px + n]
+                                for j in range(n):
+                                    av[j] += np.int32(xv[j])
+                            else:
+                                for j in range(n):
+                                    acc[pr + j * r5] += np.int32(x[px + j * x5])
+    for i0 in range(oshape[0]):
+        for i1 in range(oshape[1]):
+            for i2 in range(oshape[2]):
+                for i3 in range(oshape[3]):
+                    for i4 in range(oshape[4]):
+                        pa = i0 * sa[0] + i1 * sa[1] + i2 * sa[2] + i3 * sa[3] + i4 * sa[4]
+                        po = i0 * so[0] + i1 * so[1] + i2 * so[2] + i3 * so[3] + i4 * so[4]
+                        for j in range(oshape[5]):
+                            v = fp.wrap32(np.int64(acc[pa + j * sa[5]]) - zp_count)
+                            r = fp.multiply_by_quantized_multiplier(v, multiplier, shift) + ozp
+                            r = lo if r < lo else r
+                            o[po + j * so[5]] = hi if r > hi else r
+
+
+def _q8_reason(ctx: OpContext) -> str | None:
+    x, out = ctx.inputs[0], ctx.outputs[0]
+    if x.dtype not in _Q8:
+        return f"{x.dtype} not supported (quantized kernel: int8/uint8)"
+    if out.dtype != x.dtype:
+        return f"output {out.dtype} differs from input {x.dtype}"
+    return per_tensor_reason([x, out])
+
+
+def _qreduce_common(ctx: OpContext, max_version: int) -> str | None:
+    if ctx.op.version > max_version:
+        return f"version {ctx.op.version} > {max_version}"
+    if len(ctx.inputs) != 2 or len(ctx.outputs) != 1 or ctx.inputs[0] is None:
+        return "expects input, axis and 1 output"
+    reason = _q8_reason(ctx)
+    if reason:
+        return reason
+    x = ctx.inputs[0]
+    if len(x.shape) > MAX_RANK:
+        return f"rank above {MAX_RANK}"
+    if x.size == 0:
+        return "empty input"
+    axes = _axes_of(ctx)
+    if isinstance(axes, str):
+        return axes
+    keep = bool(getattr(ctx.op.options, "keep_dims", False))
+    want = reduced_shape(x.shape, axes, keep)
+    if int(np.prod(want, dtype=np.int64)) != ctx.outputs[0].size:
+        return f"output shape {ctx.outputs[0].shape} != reduced shape {want}"
+    return None
+
+
+def _qmean_supports(max_version: int) -> Callable[[OpContext], str | None]:
+    def supports(ctx: OpContext) -> str | None:
+        return _qreduce_common(ctx, max_version)
+
+    return supports
+
+
+def _qmean_chunk(ctx: OpContext) -> tuple[int, int]:
+    """(k, n): rows per chunk of the walk's (reduced rows, short kept row) ending, and the row length; k 0 if none."""
+    out = ctx.outputs[0]
+    shape, cx, cr = _walk(ctx, _contiguous_strides(ctx.inputs[0].shape), _contiguous_strides(out.shape), out.shape)
+    return chunk_rows(shape, cx, cr), int(shape[5])
+
+
+def _qmean_scratch(ctx: OpContext) -> int:
+    k, n = _qmean_chunk(ctx)
+    return ctx.outputs[0].size * 4 + k * n * 4
+
+
+def _qmean_bind(mean: bool) -> Callable:
+    def bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
+        x, out = ins[0], outs[0]
+        if out.size == 0:
+            return _noop, ()
+        axes = _axes_of(ctx)
+        assert not isinstance(axes, str), axes
+        qx, qo = QuantParams.of(ctx.inputs[0]), QuantParams.of(ctx.outputs[0])
+        count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64)) if axes else 1
+        multiplier, shift = fp.quantize_multiplier(qx.scale / qo.scale)
+        if mean:
+            multiplier, shift = mean_multiplier(multiplier, shift, count)
+        lo, hi = fp.int_range(out.dtype)
+        acc = scratch[:out.size * 4].view(np.int32)
+        contiguous = _contiguous_strides(out.shape)
+        fx, sx = flat_view(x, False)
+        fo, so = flat_view(out, True)
+        shape, cx, cr = _walk(ctx, sx, contiguous, out.shape)
+        k = chunk_rows(shape, cx, cr)  # x may be a strided view: decide on its real strides
+        if k * int(shape[5]) * 4 > scratch.nbytes - out.size * 4:
+            k = 0
+        rows = scratch[out.size * 4:out.size * 4 + k * int(shape[5]) * 4].view(np.int32)
+        oshape, (ca, co) = collapse(tuple(out.shape), [contiguous, list(so)])
+        return qmean_kernel, (fx, fo, shape, cx, cr, acc, oshape, ca, co, np.int64(qx.zero_point * count),
+                              np.int64(multiplier), np.int64(shift), np.int64(qo.zero_point), np.int64(lo),
+                              np.int64(hi), rows, np.int64(k))
+
+    return bind
+
+
+def _qminmax_supports(max_version: int) -> Callable[[OpContext], str | None]:
+    def supports(ctx: OpContext) -> str | None:
+        reason = _qreduce_common(ctx, max_version)
+        if reason:
+            return reason
+        qx, qo = QuantParams.of(ctx.inputs[0]), QuantParams.of(ctx.outputs[0])
+        if qx != qo:  # TFLite's EvalType: TF_LITE_ENSURE_EQ on scale and zero point
+            return "input and output quantization differ"
+        return None
+
+    return supports
+
+
+def _qminmax_scratch(ctx: OpContext) -> int:
+    out = ctx.outputs[0]
+    shape, cx, cr = _walk(ctx, _contiguous_strides(ctx.inputs[0].shape), _contiguous_strides(out.shape), out.shape)
+    return chunk_rows(shape, cx, cr) * int(shape[5])
+
+
+def _qminmax_bind(op: int) -> Callable:
+    kernel = _REDUCE_KERNELS[op]
+
+    def bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
+        x, out = ins[0], outs[0]
+        if out.size == 0:
+            return _noop, ()
+        info = np.iinfo(out.dtype)
+        init = out.dtype.type(info.min if op == MAX else info.max)
+        fx, sx = flat_view(x, False)
+        fo, so = flat_view(out, True)
+        shape, cx, cr = _walk(ctx, sx, so, out.shape)
+        oshape, (co,) = collapse(tuple(out.shape), [list(so)])
+        k = chunk_rows(shape, cx, cr) if scratch is not None else 0
+        if k * int(shape[5]) > (0 if scratch is None else scratch.nbytes):
+            k = 0
+        acc = scratch[:k * int(shape[5])].view(out.dtype) if k else np.empty(0, out.dtype)
+        return kernel, (fx, fo, shape, cx, cr, oshape, co, init, np.float32(1), False, acc, np.int64(k))
+
+    return bind
+
+
+# ---------------------------------------------------------------------------------------------
 # SOFTMAX / LOG_SOFTMAX over the last axis
 
 
@@ -280,6 +488,30 @@ def softmax_kernel(x, o, shape, sx, so, depth, dx, do, beta, log):
                         po = i0 * so[0] + i1 * so[1] + i2 * so[2] + i3 * so[3] + i4 * so[4]
                         for i5 in range(shape[5]):
                             _softmax_row(x, px + i5 * sx[5], dx, o, po + i5 * so[5], do, depth, beta, log)
+
+
+@njit(cache=True, error_model="numpy")
+def softmax_contiguous_kernel(x, o, shape, sx, so, depth, beta):
+    """SOFTMAX over contiguous rows of `depth` >= SOFTMAX_FAST_DEPTH elements, exps by expf_fast.
+
+    A kernel of its own: with this path inside softmax_kernel, LLVM made the short-row loop (unet's
+    2 classes) 1.6-3x slower.
+    """
+    for i0 in range(shape[0]):
+        for i1 in range(shape[1]):
+            for i2 in range(shape[2]):
+                for i3 in range(shape[3]):
+                    for i4 in range(shape[4]):
+                        px = i0 * sx[0] + i1 * sx[1] + i2 * sx[2] + i3 * sx[3] + i4 * sx[4]
+                        po = i0 * so[0] + i1 * so[1] + i2 * so[2] + i3 * so[3] + i4 * so[4]
+                        for i5 in range(shape[5]):
+                            p = px + i5 * sx[5]
+                            q = po + i5 * so[5]
+                            _softmax_row_contiguous(x[p:p + depth], o[q:q + depth], beta)
+
+
+# Rows at least this long take softmax_contiguous_kernel (libm's expf is faster one element at a time).
+SOFTMAX_FAST_DEPTH = 16
 
 
 @njit(inline="always")
@@ -302,6 +534,23 @@ def _softmax_row(x, px, dx, o, po, do, depth, beta, log):
             total += e
         for c in range(depth):
             o[po + c * do] = o[po + c * do] / total
+
+
+@njit(inline="always")
+def _softmax_row_contiguous(xv, ov, beta):
+    """SOFTMAX of one contiguous row: exps first, in a loop LLVM vectorizes with expf_fast, then the
+    sum in the reference's order (the same float32 total as summing while exponentiating)."""
+    m = np.float32(-3.4028234663852886e38)
+    for c in range(xv.shape[0]):
+        v = xv[c]
+        m = v if v > m else m
+    for c in range(xv.shape[0]):
+        ov[c] = expf_fast((xv[c] - m) * beta)
+    total = np.float32(0)
+    for c in range(ov.shape[0]):
+        total += ov[c]
+    for c in range(ov.shape[0]):
+        ov[c] = ov[c] / total
 
 
 def _softmax_supports(max_version: int) -> Callable[[OpContext], str | None]:
@@ -332,7 +581,10 @@ def _softmax_bind(log: bool) -> Callable:
         fx, sx = flat_view(x, False)
         fo, so = flat_view(out, True)
         shape, (cx, co) = collapse(tuple(x.shape[:-1]), [list(sx[:-1]), list(so[:-1])])
-        return softmax_kernel, (fx, fo, shape, cx, co, np.int64(x.shape[-1]), np.int64(sx[-1]),
+        depth = x.shape[-1]
+        if not log and sx[-1] == 1 and so[-1] == 1 and depth >= SOFTMAX_FAST_DEPTH:
+            return softmax_contiguous_kernel, (fx, fo, shape, cx, co, np.int64(depth), np.float32(beta))
+        return softmax_kernel, (fx, fo, shape, cx, co, np.int64(depth), np.int64(sx[-1]),
                                 np.int64(so[-1]), np.float32(beta), log)
 
     return bind
@@ -409,10 +661,17 @@ def _arg_bind(is_max: bool) -> Callable:
 
 
 def register(registry: KernelRegistry) -> None:
-    """Adds the float32 reduction, softmax and arg-min/max kernels."""
+    """Adds the float32 reduction, softmax and arg-min/max kernels, and int8/uint8 MEAN, SUM, REDUCE_MAX/MIN."""
     for name, spec in REDUCE_OPS.items():
         registry.add(KernelEntry(op=name, supports=_reduce_supports(spec), bind=_reduce_bind(spec),
                                  scratch_bytes=_reduce_scratch, strided_output=True))
+    registry.add(KernelEntry(op="MEAN", supports=_qmean_supports(3), bind=_qmean_bind(True),
+                             scratch_bytes=_qmean_scratch, strided_output=True))
+    registry.add(KernelEntry(op="SUM", supports=_qmean_supports(2), bind=_qmean_bind(False),
+                             scratch_bytes=_qmean_scratch, strided_output=True))
+    for name, op in (("REDUCE_MAX", MAX), ("REDUCE_MIN", MIN)):
+        registry.add(KernelEntry(op=name, supports=_qminmax_supports(3), bind=_qminmax_bind(op),
+                                 scratch_bytes=_qminmax_scratch, strided_output=True))
     registry.add(KernelEntry(op="SOFTMAX", supports=_softmax_supports(3), bind=_softmax_bind(False),
                              inplace=_inplace_0, strided_output=True))
     registry.add(KernelEntry(op="LOG_SOFTMAX", supports=_softmax_supports(2), bind=_softmax_bind(True),
