@@ -100,7 +100,7 @@ def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
             and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _noop() -> None:
     pass
 
@@ -152,7 +152,7 @@ def _clamp(r, lo, hi):
 
 
 def _make_binary(op: int) -> Callable:
-    @njit(cache=True, error_model="numpy")
+    @njit(nogil=True, cache=True, error_model="numpy")
     def binary_kernel(a, b, o, shape, sa, sb, so, lo, hi, alias, rep, k, row):
         """o = clamp(a op b); alias 1: o is a's memory, 2: o is b's.
 
@@ -436,7 +436,7 @@ def _qbinop(x, y, op, off1, off2, m1, s1, m2, s2, mo, so, ooff, lo, hi):
 
 
 def _make_qbinary(op: int) -> Callable:
-    @njit(cache=True)
+    @njit(nogil=True, cache=True)
     def qbinary_kernel(a, b, o, shape, sa, sb, so_, prm, rep, k, row):
         """o = requantized (a op b); prm = [off1, off2, m1, s1, m2, s2, mo, so, ooff, lo, hi].
 
@@ -698,7 +698,7 @@ def _unop(x, op, p):
 
 
 def _make_unary(op: int) -> Callable:
-    @njit(cache=True, error_model="numpy")
+    @njit(nogil=True, cache=True, error_model="numpy")
     def unary_kernel(x, o, shape, sx, so, p, alias):
         """o = f(x); alias 1: o is x's memory."""
         n = shape[5]

@@ -65,7 +65,7 @@ def _scale(o, shape, so, divisor):
 
 
 def _make_reduce(op: int) -> Callable:
-    @njit(cache=True, error_model="numpy")
+    @njit(nogil=True, cache=True, error_model="numpy")
     def reduce_kernel(x, o, shape, sx, sr, oshape, so, init, divisor, mean, acc, k):
         """o[k] = fold of x over the reduced dims (sr is o's stride, 0 along reduced dims); mean divides.
 
@@ -285,7 +285,7 @@ def mean_multiplier(multiplier: int, shift: int, count: int) -> tuple[int, int]:
     return int((multiplier << s) // count), shift - s
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def qmean_kernel(x, o, shape, sx, sr, acc, oshape, sa, so, zp_count, multiplier, shift, ozp, lo, hi, rows, k):
     """acc (int32, the output's shape, contiguous; sr its strides on the walk) = sum of x; o = requantized acc.
 
@@ -476,7 +476,7 @@ def _qminmax_bind(op: int) -> Callable:
 # SOFTMAX / LOG_SOFTMAX over the last axis
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def softmax_kernel(x, o, shape, sx, so, depth, dx, do, beta, log):
     """Rows of `depth` elements (strides dx/do) at the collapsed outer positions; TFLite's reference order."""
     for i0 in range(shape[0]):
@@ -490,7 +490,7 @@ def softmax_kernel(x, o, shape, sx, so, depth, dx, do, beta, log):
                             _softmax_row(x, px + i5 * sx[5], dx, o, po + i5 * so[5], do, depth, beta, log)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy")
 def softmax_contiguous_kernel(x, o, shape, sx, so, depth, beta):
     """SOFTMAX over contiguous rows of `depth` >= SOFTMAX_FAST_DEPTH elements, exps by expf_fast.
 
@@ -598,7 +598,7 @@ def _inplace_0(ctx: OpContext) -> tuple[int, ...]:
 # ARG_MAX / ARG_MIN over one axis
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def arg_kernel(x, o, shape, sx, so, n, dx, is_max):
     """o[k] = index of the first extreme element along the axis (n elements, stride dx)."""
     for i0 in range(shape[0]):
