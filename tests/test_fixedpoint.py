@@ -9,21 +9,19 @@ against LiteRT BUILTIN_REF on one-op models and on the activations of real quant
 from __future__ import annotations
 
 import math
-import tracemalloc
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
 from numba import njit
 
-from oneop import build_one_op, quant, reference_outputs
+from oneop import (assert_no_allocation, bind_one, build_one_op, check_real_model_ops, family_registry, quant,
+                   reference_outputs, run_one, shared_model)
 from edgert.kernels import fixedpoint as fp
 from edgert.kernels import qactivations, quant as quant_kernels
 from edgert.kernels.registry import KernelRegistry, OpContext, default_registry
 from edgert.model.reader import load_model
 
-MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 
 
@@ -410,26 +408,11 @@ def test_int16_primitives():
 
 
 def _registry() -> KernelRegistry:
-    registry = KernelRegistry()
-    quant_kernels.register(registry)
-    qactivations.register(registry)
-    return registry
+    return family_registry(quant_kernels, qactivations)
 
 
-def _bind(model: bytes, inputs: list[np.ndarray], outs=None):
-    sg = load_model(model).main
-    (op,) = sg.operators
-    ctx = OpContext.of(sg, op)
-    entry = _registry().lookup(ctx)
-    outs = outs if outs is not None else [np.empty(t.shape, t.dtype) for t in ctx.outputs]
-    fn, args = entry.bind(ctx, inputs, outs, None)
-    return entry, ctx, fn, args, outs
-
-
-def _run(model: bytes, inputs: list[np.ndarray], outs=None) -> np.ndarray:
-    _, _, fn, args, outs = _bind(model, inputs, outs)
-    fn(*args)
-    return outs[0]
+def _run(model: bytes, inputs: list[np.ndarray]) -> np.ndarray:
+    return run_one(model, inputs, registry=_registry())[0]
 
 
 def _all_values(dtype) -> np.ndarray:
@@ -537,18 +520,11 @@ def test_in_place_and_no_allocation(op):
     x = np.random.default_rng(16).integers(-128, 128, shape).astype(np.int8)
     ref = reference_outputs(model, [x])[0]
     buf = x.copy()
-    entry, ctx, fn, args, _ = _bind(model, [buf], [buf])
+    fn, args, _, entry, ctx = bind_one(model, [buf], registry=_registry(), outs=[buf])
     assert entry.inplace(ctx) == (0,)
     fn(*args)
     np.testing.assert_array_equal(buf, ref)
-    tracemalloc.start()
-    before = tracemalloc.take_snapshot()
-    for _ in range(3):
-        fn(*args)
-    after = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    grown = sum(s.size_diff for s in after.compare_to(before, "filename") if s.size_diff > 0)
-    assert grown < 1024, f"{op} allocated {grown} bytes per run"
+    assert_no_allocation(fn, args, limit=1024, calls=3)
 
 
 def test_unsupported_quantized_cases_are_reported():
@@ -586,34 +562,9 @@ _REAL = ["zoo/mobilenet_v3_small_224_int8.tflite", "real/pymicro-wakeword/alexa.
 
 @pytest.mark.parametrize("name", _REAL)
 def test_real_model_activations_equal_litert(name):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    path = MODELS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
-    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
-                         experimental_preserve_all_tensors=True)
-    interp.allocate_tensors()
-    rng = np.random.default_rng(17)
-    for d in interp.get_input_details():
-        info = np.iinfo(d["dtype"])
-        interp.set_tensor(d["index"], rng.integers(info.min, info.max + 1, d["shape"]).astype(d["dtype"]))
-    interp.invoke()
-    sg = load_model(path).main
-    reg = default_registry()
-    checked = 0
-    for op in sg.operators:
-        if op.opcode not in ("LOGISTIC", "TANH", "SOFTMAX", "HARD_SWISH"):
-            continue
-        ctx = OpContext.of(sg, op)
-        x = interp.get_tensor(op.inputs[0])
-        out = np.empty(ctx.outputs[0].shape, ctx.outputs[0].dtype)
-        fn, args = reg.lookup(ctx).bind(ctx, [x], [out], None)
-        fn(*args)
-        np.testing.assert_array_equal(out, interp.get_tensor(op.outputs[0]),
-                                      err_msg=f"{op.opcode} -> {ctx.outputs[0].name}")
-        checked += 1
-    assert checked > 0
+    checked = check_real_model_ops(shared_model(name), ("LOGISTIC", "TANH", "SOFTMAX", "HARD_SWISH"),
+                                   np.testing.assert_array_equal, seed=17)
+    assert sum(checked.values()) > 0
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,87 +2,27 @@
 
 from __future__ import annotations
 
-import tracemalloc
-from pathlib import Path
-
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from edgert.errors import UnsupportedOpError
 from edgert.kernels import conv, pool
 from edgert.kernels.conv import conv_geometry
 from edgert.kernels.registry import KernelRegistry, OpContext
 from edgert.model.reader import load_model
-from oneop import assert_close_float, one_op_case, quant
-
-SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+from oneop import (assert_close_float, assert_no_allocation, bind_one, check_real_model_ops, family_registry,
+                   one_op_case, quant, run_one, shared_model)
 
 
 def registry() -> KernelRegistry:
-    reg = KernelRegistry()
-    conv.register(reg)
-    pool.register(reg)
-    return reg
-
-
-def bind_op(graph_sub, op, inputs, *, strided: bool = False, inplace_of: int | None = None):
-    """Binds our kernel for one op: inputs fill the non-constant positions in order.
-
-    strided: outputs are channel slices of a wider array (as concat placement hands them out).
-    Returns (fn, args, outs, entry).
-    """
-    ctx = OpContext.of(graph_sub, op)
-    entry = registry().lookup(ctx)
-    it = iter(inputs)
-    ins = [None if t is None else (t.data if t.is_constant else next(it)) for t in ctx.inputs]
-    outs = []
-    for t in ctx.outputs:
-        if strided:
-            assert entry.strided_output
-            wide = np.full(t.shape[:-1] + (t.shape[-1] + 5,), np.nan, np.float32)
-            outs.append(wide[..., 2 : 2 + t.shape[-1]])
-        else:
-            outs.append(np.full(t.shape, np.nan, t.dtype))
-    n = entry.scratch_bytes(ctx)
-    scratch = np.full(n, 0xFF, np.uint8) if n else None  # 0xFF bytes = NaN floats: stale scratch shows
-    fn, args = entry.bind(ctx, ins, outs, scratch, **packed_arg(entry, ctx))
-    return fn, args, outs, entry
-
-
-def packed_arg(entry, ctx) -> dict:
-    """bind's packed= argument as the executor passes it: only when the kernel asks for persistent bytes."""
-    n = entry.packed_bytes(ctx)
-    return {"packed": np.full(n, 0xFF, np.uint8)} if n else {}
-
-
-def run_ours(model: bytes, inputs, *, strided: bool = False) -> list[np.ndarray]:
-    g = load_model(model)
-    fn, args, outs, _ = bind_op(g.main, g.main.operators[0], inputs, strided=strided)
-    fn(*args)
-    return [np.array(o) for o in outs]
-
-
-def assert_no_allocation(fn, args) -> None:
-    fn(*args)  # compile / warm
-    tracemalloc.start()
-    try:
-        before = tracemalloc.take_snapshot()
-        fn(*args)
-        after = tracemalloc.take_snapshot()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    grown = sum(s.size_diff for s in after.compare_to(before, "filename") if s.size_diff > 0)
-    # A data temporary would be at least one tensor's bytes; Python frame bookkeeping stays tiny.
-    assert peak < 4096 and grown < 4096, f"fn allocated: peak {peak} B, retained {grown} B"
+    return family_registry(conv, pool)
 
 
 def check(model, inputs, ref, *, strided: bool = True) -> None:
-    ours = run_ours(model, inputs)
-    assert_close_float(ours[0], ref[0])
+    """Ours equals the reference, into a fresh output and (strided) into a channel slice of a wider one."""
+    assert_close_float(run_one(model, inputs)[0], ref[0])
     if strided:
-        assert_close_float(run_ours(model, inputs, strided=True)[0], ref[0])
+        assert_close_float(run_one(model, inputs, strided=True)[0], ref[0])
 
 
 RNG = np.random.default_rng(1234)
@@ -143,8 +83,7 @@ def test_conv2d_tiles_use_bounded_scratch():
 @pytest.mark.parametrize("strided", [False, True])
 def test_conv2d_call_allocates_nothing(name, strided):
     model, inputs, _ = conv_case(*CONV_CASES[name])
-    g = load_model(model)
-    fn, args, _, _ = bind_op(g.main, g.main.operators[0], inputs, strided=strided)
+    fn, args, *_ = bind_one(model, inputs, strided=strided)
     assert_no_allocation(fn, args)
 
 
@@ -153,11 +92,11 @@ def test_conv2d_reads_strided_input():
     model, inputs, ref = conv_case((1, 6, 7, 16), 8, 1, 1, act="RELU")
     wide = np.zeros((1, 6, 7, 20), np.float32)
     wide[..., 3:19] = inputs[0]
-    assert_close_float(run_ours(model, [wide[..., 3:19]])[0], ref[0])
+    assert_close_float(run_one(model, [wide[..., 3:19]])[0], ref[0])
     model, inputs, ref = conv_case((1, 9, 8, 5), 4, 3, 3, stride=(2, 2))
     wide = np.zeros((1, 9, 8, 9), np.float32)
     wide[..., 1:6] = inputs[0]
-    assert_close_float(run_ours(model, [wide[..., 1:6]])[0], ref[0])
+    assert_close_float(run_one(model, [wide[..., 1:6]])[0], ref[0])
 
 
 def test_conv2d_rejects_unsupported_int8_with_reason():
@@ -219,14 +158,13 @@ def test_depthwise_without_bias_equals_zero_bias():
     options = dict(padding="SAME", stride_h=1, stride_w=1, depth_multiplier=1, fused_activation_function="RELU")
     specs = ([((1, 6, 6, 4), np.float32)], [((1, 6, 6, 4), np.float32)])
     ref = reference_outputs(build_one_op("DEPTHWISE_CONV_2D", *specs, options, {1: filt, 2: np.zeros(4, np.float32)}), [x])
-    ours = run_ours(build_one_op("DEPTHWISE_CONV_2D", *specs, options, {1: filt, 2: None}), [x], strided=True)
+    ours = run_one(build_one_op("DEPTHWISE_CONV_2D", *specs, options, {1: filt, 2: None}), [x], strided=True)
     assert_close_float(ours[0], ref[0])
 
 
 def test_depthwise_call_allocates_nothing():
     model, inputs, _ = dw_case(*DW_CASES["3x3-s1"])
-    g = load_model(model)
-    fn, args, _, _ = bind_op(g.main, g.main.operators[0], inputs, strided=True)
+    fn, args, *_ = bind_one(model, inputs, strided=True)
     assert_no_allocation(fn, args)
 
 
@@ -264,8 +202,7 @@ def test_transpose_conv_matches_reference(name):
 
 def test_transpose_conv_call_allocates_nothing():
     model, inputs, _ = tc_case(*TC_CASES["3x3-s2-same"])
-    g = load_model(model)
-    fn, args, _, _ = bind_op(g.main, g.main.operators[0], inputs, strided=True)
+    fn, args, *_ = bind_one(model, inputs, strided=True)
     assert_no_allocation(fn, args)
 
 
@@ -310,8 +247,7 @@ def test_fully_connected_weights_as_input():
 @pytest.mark.parametrize("name", ["small-direct", "blas-batch3"])
 def test_fully_connected_call_allocates_nothing(name):
     model, inputs, _ = fc_case(*FC_CASES[name])
-    g = load_model(model)
-    fn, args, _, _ = bind_op(g.main, g.main.operators[0], inputs, strided=True)
+    fn, args, *_ = bind_one(model, inputs, strided=True)
     assert_no_allocation(fn, args)
 
 
@@ -336,8 +272,7 @@ def test_batch_matmul_matches_reference(name):
     model, inputs, ref = one_op_case("BATCH_MATMUL", [(lhs, np.float32), (rhs, np.float32)],
                                      [(tuple(batch) + (m, n), np.float32)], dict(adj_x=adj_x, adj_y=adj_y))
     check(model, inputs, ref)
-    g = load_model(model)
-    fn, args, _, _ = bind_op(g.main, g.main.operators[0], inputs, strided=True)
+    fn, args, *_ = bind_one(model, inputs, strided=True)
     assert_no_allocation(fn, args)
 
 
@@ -349,40 +284,12 @@ def test_batch_matmul_constant_rhs():
 
 # ------------------------------------------------------------------ real models, op by op
 
-CONV_FAMILY = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "BATCH_MATMUL",
-               "AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"}
-
-
-def check_real_model_ops(path: Path, opcodes: set[str]) -> int:
-    """Runs every op of `opcodes` in a real model on LiteRT's own intermediate tensors; returns how many."""
-    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
-                         experimental_preserve_all_tensors=True, num_threads=1)
-    interp.allocate_tensors()
-    rng = np.random.default_rng(7)
-    for d in interp.get_input_details():
-        interp.set_tensor(d["index"], rng.uniform(-1, 1, d["shape"]).astype(d["dtype"]))
-    interp.invoke()
-    g = load_model(path)
-    checked = 0
-    for op in g.main.operators:
-        if op.opcode not in opcodes:
-            continue
-        sub = g.main
-        inputs = [interp.get_tensor(i) for i in op.inputs if i >= 0 and not sub.tensors[i].is_constant]
-        fn, args, outs, _ = bind_op(sub, op, inputs)
-        fn(*args)
-        assert_close_float(outs[0], interp.get_tensor(op.outputs[0]))
-        checked += 1
-    return checked
-
-
+CONV_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "BATCH_MATMUL"}
 REAL_MODELS = ["zoo/mobilenet_v2_035_96_float.tflite", "zoo/unet_small_128_float.tflite",
                "zoo/kws_ds_cnn_float.tflite"]
 
 
 @pytest.mark.parametrize("name", REAL_MODELS)
 def test_real_model_conv_ops_match_litert(name):
-    path = SHARED_MODELS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
-    assert check_real_model_ops(path, CONV_FAMILY - {"AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"}) > 0
+    checked = check_real_model_ops(shared_model(name), CONV_OPS, registry=registry(), seed=7)
+    assert sum(checked.values()) > 0

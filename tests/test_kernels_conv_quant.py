@@ -11,17 +11,13 @@ measurement (many scales, thousands of accumulators, exact equality on each op).
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
 
-from conftest import SHARED_MODELS
 from edgert.kernels.conv import conv_geometry
-from edgert.kernels.registry import OpContext, default_registry
 from edgert.model.reader import load_model
-from test_kernels_conv import packed_arg
-from oneop import assert_close_quant, build_one_op, quant, reference_outputs, run_edgert
+from oneop import (assert_close_quant, assert_no_allocation, bind_one, build_one_op, check_real_model_ops, quant,
+                   reference_outputs, run_edgert, run_one, shared_model)
 
 RNG = np.random.default_rng(20240605)
 RANGE = {np.int8: (-128, 127), np.uint8: (0, 255), np.int16: (-32768, 32767)}
@@ -37,26 +33,6 @@ def assert_exact(model: bytes, inputs: list[np.ndarray]) -> np.ndarray:
     ours = run_edgert(model, inputs)[0]
     assert_close_quant(ours, ref, max_off_by_one_fraction=0.0)
     return ref
-
-
-def bind_one(model: bytes, inputs, *, strided: bool = False):
-    """Our kernel for the single op bound to fresh arrays; strided: the output is a channel slice."""
-    g = load_model(model)
-    ctx = OpContext.of(g.main, g.main.operators[0])
-    entry = default_registry().lookup(ctx)
-    it = iter(inputs)
-    ins = [None if t is None else (t.data if t.is_constant else next(it)) for t in ctx.inputs]
-    t = ctx.outputs[0]
-    if strided:
-        assert entry.strided_output
-        wide = np.full(t.shape[:-1] + (t.shape[-1] + 5,), 77, t.dtype)
-        out = wide[..., 2 : 2 + t.shape[-1]]
-    else:
-        out = np.full(t.shape, 77, t.dtype)
-    n = entry.scratch_bytes(ctx)
-    scratch = np.full(n, 0xA5, np.uint8) if n else None  # stale bytes: a kernel must not read them
-    fn, args = entry.bind(ctx, ins, [out], scratch, **packed_arg(entry, ctx))
-    return fn, args, out
 
 
 # ------------------------------------------------------------------ CONV_2D
@@ -134,8 +110,7 @@ def test_conv2d_int8_strided_output(name):
     in_shape, o, kh, kw, kw_ = CONV_CASES[name]
     model = conv_model(np.int8, in_shape, o, kh, kw, **kw_)
     x = rand(np.int8, in_shape)
-    fn, args, out = bind_one(model, [x], strided=True)
-    fn(*args)
+    out = run_one(model, [x], strided=True)[0]
     assert_close_quant(np.array(out), reference_outputs(model, [x])[0], 0.0)
     assert (out.base[..., :2] == 77).all() and (out.base[..., -3:] == 77).all()
 
@@ -146,8 +121,7 @@ def test_conv2d_int8_reads_channel_sliced_input():
     x = rand(np.int8, in_shape)
     wide = rand(np.int8, in_shape[:3] + (in_shape[3] + 6,))
     wide[..., 3:-3] = x
-    fn, args, out = bind_one(model, [wide[..., 3:-3]])
-    fn(*args)
+    out = run_one(model, [wide[..., 3:-3]])[0]
     assert_close_quant(np.array(out), reference_outputs(model, [x])[0], 0.0)
 
 
@@ -197,8 +171,7 @@ def test_depthwise_int8_strided_output():
     in_shape, mult, kh, kw, kw_ = DW_CASES["mult2-valid"]
     model = dw_model(np.int8, in_shape, mult, kh, kw, **kw_)
     x = rand(np.int8, in_shape)
-    fn, args, out = bind_one(model, [x], strided=True)
-    fn(*args)
+    out = run_one(model, [x], strided=True)[0]
     assert_close_quant(np.array(out), reference_outputs(model, [x])[0], 0.0)
 
 
@@ -322,8 +295,7 @@ def test_average_pool_int8_rounds_half_away_from_zero():
 def test_pool_int8_strided_output():
     model = pool_model("MAX_POOL_2D", np.int8, (1, 8, 8, 5), (2, 2), (2, 2), "VALID")
     x = rand(np.int8, (1, 8, 8, 5))
-    fn, args, out = bind_one(model, [x], strided=True)
-    fn(*args)
+    out = run_one(model, [x], strided=True)[0]
     assert_close_quant(np.array(out), reference_outputs(model, [x])[0], 0.0)
 
 
@@ -362,15 +334,8 @@ def test_quantized_call_allocates_nothing(name):
     model = CALLS[name]()
     g = load_model(model)
     inputs = [rand(t.dtype.type, t.shape) for t in (g.main.tensors[i] for i in g.main.inputs)]
-    fn, args, _ = bind_one(model, inputs, strided=True)
-    fn(*args)
-    tracemalloc.start()
-    try:
-        fn(*args)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 4096, f"fn allocated {peak} B"
+    fn, args, *_ = bind_one(model, inputs, strided=True)
+    assert_no_allocation(fn, args)
 
 
 QUANT_MODELS = ["zoo/unet_small_128_int8.tflite", "zoo/ic_resnet8_int8.tflite", "zoo/kws_ds_cnn_int8.tflite",
@@ -381,33 +346,6 @@ FAMILY = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "
 @pytest.mark.parametrize("name", QUANT_MODELS)
 def test_real_int8_model_layers_exact(name):
     """Every conv-family op of a real int8 model, fed LiteRT's own intermediate tensors, is exact."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    from edgert.reference import random_inputs
-
-    path = SHARED_MODELS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
-    ip = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
-                     experimental_preserve_all_tensors=True)
-    ip.allocate_tensors()
-    details = ip.get_input_details()
-    for d, x in zip(details, random_inputs(details, seed=3)):
-        ip.set_tensor(d["index"], x)
-    ip.invoke()
-    g = load_model(path)
-    registry = default_registry()
-    checked = 0
-    for op in g.main.operators:
-        if op.opcode not in FAMILY:
-            continue
-        ctx = OpContext.of(g.main, op)
-        entry = registry.lookup(ctx)
-        ins = [None if t is None else (t.data if t.is_constant else ip.get_tensor(t.index)) for t in ctx.inputs]
-        out = np.empty(ctx.outputs[0].shape, ctx.outputs[0].dtype)
-        n = entry.scratch_bytes(ctx)
-        fn, args = entry.bind(ctx, ins, [out], np.zeros(n, np.uint8) if n else None, **packed_arg(entry, ctx))
-        fn(*args)
-        assert_close_quant(out, ip.get_tensor(ctx.outputs[0].index), 0.0)
-        checked += 1
-    assert checked > 0
+    checked = check_real_model_ops(shared_model(name), FAMILY, lambda ours, ref: assert_close_quant(ours, ref, 0.0),
+                                   seed=3)
+    assert sum(checked.values()) > 0

@@ -14,7 +14,6 @@ import importlib.util
 import math
 import re
 import sys
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from edgert.kernels.registry import OpContext, default_registry
 from edgert.model import load_model
 from edgert.model.builder import ModelBuilder
 from edgert.runtime.executor import Executor
-from oneop import assert_close_float, reference_outputs, run_edgert
+from oneop import assert_close_float, assert_no_allocation, bind_one, reference_outputs, run_edgert, strided_like
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(20240604)
@@ -53,38 +52,6 @@ def custom_model(code: str, inputs: list, outputs: list, options: bytes = b"", v
     b.custom_op(code, ins, outs, custom_options=options, version=version)
     b.output(*outs)
     return b.build()
-
-
-def bind_direct(model: bytes, inputs: list, outs: list | None = None):
-    """Our kernel for the model's single op bound to caller-chosen arrays (strided / in-place cases)."""
-    g = load_model(model)
-    ctx = OpContext.of(g.main, g.main.operators[0])
-    entry = default_registry().lookup(ctx)
-    it = iter(inputs)
-    ins = [t.data if t.is_constant else next(it) for t in ctx.inputs]
-    if outs is None:
-        outs = [np.full(t.shape, np.nan, np.float32) for t in ctx.outputs]
-    n = entry.scratch_bytes(ctx)
-    scratch = np.full(n, 0xFF, np.uint8) if n else None
-    fn, args = entry.bind(ctx, ins, outs, scratch)
-    return entry, fn, args, outs
-
-
-def assert_no_allocation(fn, args) -> None:
-    fn(*args)
-    tracemalloc.start()
-    try:
-        fn(*args)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 4096, f"fn allocated {peak} B"
-
-
-def strided_like(shape) -> tuple[np.ndarray, np.ndarray]:
-    """(wide array, channel-slice view of it shaped `shape`), as concat placement hands out."""
-    wide = np.full(tuple(shape[:-1]) + (shape[-1] + 5,), np.nan, np.float32)
-    return wide, wide[..., 2:2 + shape[-1]]
 
 
 def flex(**values) -> bytes:
@@ -307,7 +274,7 @@ def test_max_pool_argmax_strided_outputs_and_no_allocation():
     vals, idx = ref_max_pool_argmax(x, p)
     model = custom_model("MaxPoolingWithArgmax2D", [shape], [vals.shape, idx.shape], p.pack())
     (wv, v), (wi, i) = strided_like(vals.shape), strided_like(idx.shape)
-    entry, fn, args, _ = bind_direct(model, [x], [v, i])
+    fn, args, _, entry, _ = bind_one(model, [x], outs=[v, i])
     assert entry.strided_output
     fn(*args)
     assert_close_float(v, vals)
@@ -340,7 +307,7 @@ def test_max_unpooling_matches_mediapipe(name):
     ours = run_edgert(model, [x, ind])
     np.testing.assert_array_equal(ours[0], want)
     wide, view = strided_like(want.shape)
-    _, fn, args, _ = bind_direct(model, [x, ind], [view])
+    fn, args, *_ = bind_one(model, [x, ind], outs=[view])
     fn(*args)
     np.testing.assert_array_equal(view, want)
     assert np.isnan(wide[..., :2]).all()
@@ -403,7 +370,7 @@ def test_transpose_conv_bias_strided_output_and_no_allocation():
     want = ref_transpose_conv_bias(x, wt, bias, p)
     model = custom_model("Convolution2DTransposeBias", [shape], [want.shape], p.pack(), consts={1: wt, 2: bias})
     _, view = strided_like(want.shape)
-    _, fn, args, _ = bind_direct(model, [x], [view])
+    fn, args, *_ = bind_one(model, [x], outs=[view])
     fn(*args)
     assert_close_float(view, want)
     assert_no_allocation(fn, args)
@@ -451,7 +418,7 @@ def test_transform_tensor_bilinear_strided_output_and_no_allocation():
     want = ref_transform_tensor_bilinear(x, m, out_hw, version)
     model = custom_model("TransformTensorBilinear", [shape, m.shape], [want.shape], b"", version=version)
     _, view = strided_like(want.shape)
-    _, fn, args, _ = bind_direct(model, [x, m], [view])
+    fn, args, *_ = bind_one(model, [x, m], outs=[view])
     fn(*args)
     assert_close_float(view, want)
     assert_no_allocation(fn, args)
@@ -484,7 +451,7 @@ def test_transform_landmarks_in_place_and_no_allocation():
     g = load_model(model)
     assert default_registry().info(OpContext.of(g.main, g.main.operators[0])).inplace == (0,)
     buf = lm.copy()
-    _, fn, args, _ = bind_direct(model, [buf, m], [buf])
+    fn, args, *_ = bind_one(model, [buf, m], outs=[buf])
     fn(*args)
     assert_close_float(buf, want)
     buf[...] = lm
@@ -497,7 +464,7 @@ def test_transform_landmarks_strided_output(name):
     lm, m = rand(*shape, lo=0, hi=200), affine(0.8, 0.3, 12.0, -7.0)
     model = custom_model("TransformLandmarks", [shape, m.shape], [shape], options, version=version)
     wide, view = strided_like(shape)
-    entry, fn, args, _ = bind_direct(model, [lm, m], [view])
+    fn, args, _, entry, _ = bind_one(model, [lm, m], outs=[view])
     assert entry.strided_output
     fn(*args)
     assert_close_float(view, ref_transform_landmarks(lm, m, dims, scale))
@@ -525,7 +492,7 @@ def test_landmarks_to_transform_matrix_matches_mediapipe(version):
     model = custom_model("Landmarks2TransformMatrix", [shape], [(1, 4, 4)], l2m_options(opts), version=version)
     ours = run_edgert(model, [lm.reshape(shape)])[0]
     assert_close_float(ours, want)
-    _, fn, args, _ = bind_direct(model, [lm.reshape(shape)])
+    fn, args, *_ = bind_one(model, [lm.reshape(shape)])
     assert_no_allocation(fn, args)
 
 

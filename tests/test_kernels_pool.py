@@ -8,8 +8,8 @@ import pytest
 from edgert.kernels.conv import conv_geometry
 from edgert.kernels.registry import OpContext
 from edgert.model.reader import load_model
-from oneop import assert_close_float, build_one_op, one_op_case, quant
-from test_kernels_conv import SHARED_MODELS, assert_no_allocation, bind_op, check, check_real_model_ops, registry
+from oneop import assert_no_allocation, bind_one, build_one_op, check_real_model_ops, one_op_case, quant, shared_model
+from test_kernels_conv import check, registry
 
 
 def pool_case(opcode, in_shape, k, stride, padding="SAME", act="NONE", seed=0):
@@ -44,8 +44,7 @@ def test_pool_matches_reference(opcode, name):
 @pytest.mark.parametrize("opcode", ["AVERAGE_POOL_2D", "MAX_POOL_2D"])
 def test_pool_call_allocates_nothing(opcode):
     model, inputs, _ = pool_case(opcode, (1, 9, 9, 8), (3, 3), (2, 2), "SAME", "RELU6")
-    g = load_model(model)
-    fn, args, _, _ = bind_op(g.main, g.main.operators[0], inputs, strided=True)
+    fn, args, *_ = bind_one(model, inputs, strided=True)
     assert_no_allocation(fn, args)
 
 
@@ -54,8 +53,7 @@ def test_max_pool_all_negative_window_is_not_zero():
     model = build_one_op("MAX_POOL_2D", [((1, 4, 4, 2), np.float32)], [((1, 2, 2, 2), np.float32)],
                          dict(padding="VALID", stride_h=2, stride_w=2, filter_height=2, filter_width=2))
     x = -np.arange(1, 33, dtype=np.float32).reshape(1, 4, 4, 2)
-    g = load_model(model)
-    fn, args, outs, _ = bind_op(g.main, g.main.operators[0], [x])
+    fn, args, outs, *_ = bind_one(model, [x])
     fn(*args)
     assert np.all(outs[0] < 0)
     assert outs[0][0, 0, 0, 0] == -1.0
@@ -75,7 +73,6 @@ def test_pool_rejects_int8_with_differing_output_quantization():
 @pytest.mark.parametrize("name", ["zoo/unet_small_128_float.tflite", "zoo/vww_mobilenet_v1_025_float.tflite",
                                   "zoo/ic_resnet8_float.tflite"])
 def test_real_model_pool_ops_match_litert(name):
-    path = SHARED_MODELS / name
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
-    assert check_real_model_ops(path, {"AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"}) > 0
+    checked = check_real_model_ops(shared_model(name), {"AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"},
+                                   registry=registry(), seed=7)
+    assert sum(checked.values()) > 0

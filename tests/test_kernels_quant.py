@@ -2,43 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from oneop import assert_close_quant, build_one_op, quant, reference_outputs
-from edgert.kernels import quant as quant_kernels
-from edgert.kernels.registry import KernelRegistry, OpContext
+from oneop import (assert_close_quant, assert_no_allocation, bind_one, build_one_op, check_real_model_ops, quant,
+                   reference_outputs, run_one, shared_model)
 from edgert.model.builder import ModelBuilder, csr_sparsity
-from edgert.model.reader import load_model
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 f32 = np.float32
-MEDIAPIPE = Path(__file__).resolve().parents[2] / "shared" / "models" / "real" / "mediapipe"
-
-
-def _registry() -> KernelRegistry:
-    registry = KernelRegistry()
-    quant_kernels.register(registry)
-    return registry
-
-
-def run_op(sg, op, ins, outs=None):
-    ctx = OpContext.of(sg, op)
-    entry = _registry().lookup(ctx)
-    outs = outs if outs is not None else [np.empty(t.shape, t.dtype) for t in ctx.outputs]
-    fn, args = entry.bind(ctx, ins, outs, None)
-    fn(*args)
-    return outs
-
-
-def run_kernel(model: bytes, inputs: list[np.ndarray], outs=None) -> list[np.ndarray]:
-    sg = load_model(model).main
-    (op,) = sg.operators
-    feed = dict(zip(sg.inputs, inputs))
-    ins = [sg.tensors[i].data if sg.tensors[i].data is not None else feed[i] for i in op.inputs]
-    return run_op(sg, op, ins, outs)
 
 
 def _ints(dtype, shape, seed=0):
@@ -51,7 +22,7 @@ def test_dequantize_float16_constant_is_exact():
     w = np.concatenate([rng.standard_normal(200) * 10, [0.0, -0.0, 65504, -65504, 6e-8, 1e-5, np.inf, -np.inf]])
     w16 = w.astype(np.float16).reshape(13, 16)
     model = build_one_op("DEQUANTIZE", [], [((13, 16), f32)], consts={0: w16}, version=3)
-    ours = run_kernel(model, [])[0]
+    ours = run_one(model, [])[0]
     np.testing.assert_array_equal(ours, w16.astype(f32))
     np.testing.assert_array_equal(ours, reference_outputs(model, [])[0])
 
@@ -59,7 +30,7 @@ def test_dequantize_float16_constant_is_exact():
 def test_dequantize_float16_nan():
     bits = np.asarray([0x7E00, 0xFC01, 0x0001, 0x83FF], np.uint16)
     model = build_one_op("DEQUANTIZE", [], [((4,), f32)], consts={0: bits.view(np.float16)}, version=3)
-    ours = run_kernel(model, [])[0]
+    ours = run_one(model, [])[0]
     ref = bits.view(np.float16).astype(f32)
     assert np.isnan(ours[0]) and np.isnan(ours[1])
     np.testing.assert_array_equal(ours[2:], ref[2:])
@@ -73,7 +44,7 @@ def test_dequantize_float16_nan():
 def test_dequantize_per_tensor(dtype, q):
     model = build_one_op("DEQUANTIZE", [((2, 5, 7), dtype, q)], [((2, 5, 7), f32)], version=4)
     x = _ints(dtype, (2, 5, 7))
-    ours = run_kernel(model, [x])[0]
+    ours = run_one(model, [x])[0]
     np.testing.assert_array_equal(ours, reference_outputs(model, [x])[0])
 
 
@@ -84,7 +55,7 @@ def test_dequantize_per_channel_constant(axis):
     q = quant(np.linspace(0.01, 0.2, n), list(range(-2, n - 2)), axis=axis)
     w = _ints(np.int8, shape, seed=axis)
     model = build_one_op("DEQUANTIZE", [], [(shape, f32)], consts={0: (w, q)}, version=4)
-    ours = run_kernel(model, [])[0]
+    ours = run_one(model, [])[0]
     np.testing.assert_array_equal(ours, reference_outputs(model, [])[0])
 
 
@@ -100,7 +71,7 @@ def test_quantize_float(dtype, q):
     x[0, :10] = (np.arange(10) + 0.5).astype(f32) * f32(q.scale)
     x[0, 10:20] = -(np.arange(10) + 0.5).astype(f32) * f32(q.scale)
     model = build_one_op("QUANTIZE", [((3, 50), f32)], [((3, 50), dtype, q)], version=2)
-    ours = run_kernel(model, [x])[0]
+    ours = run_one(model, [x])[0]
     np.testing.assert_array_equal(ours, reference_outputs(model, [x])[0])
 
 
@@ -114,7 +85,7 @@ def test_quantize_float(dtype, q):
 def test_requantize(src, qs, dst, qd):
     x = _ints(src, (4, 64), seed=5)
     model = build_one_op("QUANTIZE", [((4, 64), src, qs)], [((4, 64), dst, qd)], version=2)
-    ours = run_kernel(model, [x])[0]
+    ours = run_one(model, [x])[0]
     assert_close_quant(ours, reference_outputs(model, [x])[0], max_off_by_one_fraction=0.0)
 
 
@@ -124,10 +95,9 @@ def test_requantize_in_place():
     x = _ints(np.int8, (64,), seed=1)
     ref = reference_outputs(model, [x])[0]
     buf = x.copy()
-    sg = load_model(model).main
-    ctx = OpContext.of(sg, sg.operators[0])
-    assert _registry().lookup(ctx).inplace(ctx) == (0,)
-    run_kernel(model, [buf], outs=[buf.view(np.uint8)])
+    fn, args, _, entry, ctx = bind_one(model, [buf], outs=[buf.view(np.uint8)])
+    assert entry.inplace(ctx) == (0,)
+    fn(*args)
     np.testing.assert_array_equal(buf.view(np.uint8), ref)
 
 
@@ -152,7 +122,7 @@ def test_densify(dtype, block):
         bh, bw = block
         dense.reshape(8 // bh, bh, 12 // bw, bw)[1, :, 2, :] = 0  # an empty block
     model, values = _densify_model(dense, block)
-    ours = run_kernel(model, [])[0]
+    ours = run_one(model, [])[0]
     np.testing.assert_array_equal(ours, dense)
     try:
         ref = reference_outputs(model, [])[0]
@@ -161,48 +131,19 @@ def test_densify(dtype, block):
     np.testing.assert_array_equal(ours, ref)
 
 
-def _mediapipe(name: str) -> Path:
-    path = MEDIAPIPE / name
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
-    return path
-
-
 @pytest.mark.parametrize("name", ["face_detection_full_range_sparse.tflite", "pose_detection.tflite"])
 def test_real_model_weight_folding_matches_litert(name):
     """DENSIFY and DEQUANTIZE of every constant weight of a MediaPipe model equal LiteRT's folded tensors."""
-    path = _mediapipe(name)
-    sg = load_model(path).main
-    # DEQUANTIZE/DENSIFY of constants run at the first invoke; keep every tensor to read them back
-    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
-                         experimental_preserve_all_tensors=True)
-    interp.allocate_tensors()
-    for d in interp.get_input_details():
-        interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-    interp.invoke()
-    folded: dict[int, np.ndarray] = {}
-    checked = {"DENSIFY": 0, "DEQUANTIZE": 0}
-    for op in sg.operators:
-        if op.opcode not in checked:
-            continue
-        (i,) = op.inputs
-        src = sg.tensors[i].data if sg.tensors[i].data is not None else folded.get(i)
-        if src is None:
-            continue
-        out = run_op(sg, op, [src])[0]
-        folded[op.outputs[0]] = out
-        ref = interp.get_tensor(op.outputs[0])
-        np.testing.assert_array_equal(out, ref, err_msg=f"{op.opcode} -> {sg.tensors[op.outputs[0]].name}")
-        checked[op.opcode] += 1
-    assert checked["DEQUANTIZE"] > 0
+    path = shared_model(f"real/mediapipe/{name}")
+    # DEQUANTIZE/DENSIFY of constants run at LiteRT's first invoke; it keeps every tensor to read them back
+    checked = check_real_model_ops(path, {"DENSIFY", "DEQUANTIZE"}, np.testing.assert_array_equal)
+    assert checked.get("DEQUANTIZE", 0) > 0
     if "sparse" in name or "pose" in name:
-        assert checked["DENSIFY"] > 0
+        assert checked.get("DENSIFY", 0) > 0
 
 
 @pytest.mark.parametrize("case", ["dequantize_f16", "dequantize_per_channel", "quantize", "densify"])
 def test_fn_allocates_nothing(case):
-    import tracemalloc
-
     rng = np.random.default_rng(0)
     if case == "dequantize_f16":
         model = build_one_op("DEQUANTIZE", [], [((8, 8), f32)], consts={0: rng.random((8, 8)).astype(np.float16)},
@@ -216,17 +157,7 @@ def test_fn_allocates_nothing(case):
         dense = rng.random((8, 8)).astype(f32)
         dense[dense < 0.5] = 0
         model, _ = _densify_model(dense)
-    sg = load_model(model).main
-    op = sg.operators[0]
-    ctx = OpContext.of(sg, op)
-    ins = [sg.tensors[i].data if sg.tensors[i].data is not None else rng.random((4, 8)).astype(f32) for i in op.inputs]
-    outs = [np.empty(t.shape, t.dtype) for t in ctx.outputs]
-    fn, args = _registry().lookup(ctx).bind(ctx, ins, outs, None)
-    fn(*args)
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    for _ in range(20):
-        fn(*args)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert peak - before < 1024  # the numba dispatcher makes ~50 bytes of transient objects per argument
+    inputs = [rng.random((4, 8)).astype(f32)] if case == "quantize" else []  # the others read constants only
+    fn, args, *_ = bind_one(model, inputs)
+    # the numba dispatcher makes ~50 bytes of transient objects per argument
+    assert_no_allocation(fn, args, limit=1024, calls=20)

@@ -5,27 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oneop import assert_close_float, assert_close_quant, build_one_op, quant, reference_outputs
-from edgert.kernels import resize
-from edgert.kernels.registry import KernelRegistry, OpContext
-from edgert.model.reader import load_model
+from oneop import (assert_close_float, assert_close_quant, assert_no_allocation, bind_one, build_one_op, quant,
+                   reference_outputs, run_one)
 
 f32 = np.float32
-
-
-def run_kernel(model: bytes, inputs: list[np.ndarray], outs: list[np.ndarray] | None = None) -> list[np.ndarray]:
-    registry = KernelRegistry()
-    resize.register(registry)
-    sg = load_model(model).main
-    (op,) = sg.operators
-    ctx = OpContext.of(sg, op)
-    entry = registry.lookup(ctx)
-    feed = dict(zip(sg.inputs, inputs))
-    ins = [None if i < 0 else (sg.tensors[i].data if sg.tensors[i].data is not None else feed[i]) for i in op.inputs]
-    outs = outs if outs is not None else [np.empty(t.shape, t.dtype) for t in ctx.outputs]
-    fn, args = entry.bind(ctx, ins, outs, None)
-    fn(*args)
-    return outs
 
 
 def _case(opcode, in_shape, out_hw, dtype, align, half, q=None, seed=0):
@@ -51,7 +34,7 @@ SIZES = [((1, 5, 7, 3), (10, 14)), ((2, 8, 6, 5), (3, 4)), ((1, 3, 3, 1), (7, 5)
 @pytest.mark.parametrize("in_shape,out_hw", SIZES)
 def test_bilinear_float(in_shape, out_hw, align, half):
     model, x, ref = _case("RESIZE_BILINEAR", in_shape, out_hw, f32, align, half)
-    assert_close_float(run_kernel(model, [x])[0], ref)
+    assert_close_float(run_one(model, [x])[0], ref)
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
@@ -59,45 +42,32 @@ def test_bilinear_float(in_shape, out_hw, align, half):
 def test_bilinear_quantized(dtype, align, half):
     q = quant(0.05, 3 if dtype == np.int8 else 128)
     model, x, ref = _case("RESIZE_BILINEAR", (1, 6, 5, 4), (13, 9), dtype, align, half, q)
-    assert_close_quant(run_kernel(model, [x])[0], ref, max_off_by_one_fraction=0.0)
+    assert_close_quant(run_one(model, [x])[0], ref, max_off_by_one_fraction=0.0)
 
 
 @pytest.mark.parametrize("align,half", FLAGS)
 @pytest.mark.parametrize("in_shape,out_hw", SIZES)
 def test_nearest_float(in_shape, out_hw, align, half):
     model, x, ref = _case("RESIZE_NEAREST_NEIGHBOR", in_shape, out_hw, f32, align, half)
-    np.testing.assert_array_equal(run_kernel(model, [x])[0], ref)
+    np.testing.assert_array_equal(run_one(model, [x])[0], ref)
 
 
 def test_nearest_int8():
     q = quant(0.1, -2)
     model, x, ref = _case("RESIZE_NEAREST_NEIGHBOR", (1, 4, 6, 3), (8, 9), np.int8, False, True, q)
-    np.testing.assert_array_equal(run_kernel(model, [x])[0], ref)
+    np.testing.assert_array_equal(run_one(model, [x])[0], ref)
 
 
 def test_bilinear_into_strided_output():
     model, x, ref = _case("RESIZE_BILINEAR", (1, 4, 4, 3), (8, 8), f32, False, True)
     big = np.zeros((1, 8, 8, 7), f32)
-    run_kernel(model, [x], outs=[big[..., 2:5]])
+    run_one(model, [x], outs=[big[..., 2:5]])
     assert_close_float(big[..., 2:5], ref)
     assert not big[..., :2].any() and not big[..., 5:].any()
 
 
 def test_fn_allocates_nothing():
-    import tracemalloc
-
     model, x, _ref = _case("RESIZE_BILINEAR", (1, 6, 6, 8), (12, 12), f32, False, True)
-    registry = KernelRegistry()
-    resize.register(registry)
-    sg = load_model(model).main
-    ctx = OpContext.of(sg, sg.operators[0])
-    y = np.empty((1, 12, 12, 8), f32)
-    fn, args = registry.lookup(ctx).bind(ctx, [x, sg.tensors[sg.operators[0].inputs[1]].data], [y], None)
-    fn(*args)
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    for _ in range(20):
-        fn(*args)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert peak - before < 1024  # the numba dispatcher makes ~50 bytes of transient objects per argument
+    fn, args, *_ = bind_one(model, [x], outs=[np.empty((1, 12, 12, 8), f32)])
+    # the numba dispatcher makes ~50 bytes of transient objects per argument
+    assert_no_allocation(fn, args, limit=1024, calls=20)

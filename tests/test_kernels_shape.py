@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-import tracemalloc
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from oneop import assert_close_float, build_one_op, quant, reference_outputs
+from oneop import (assert_close_float, assert_no_allocation, bind_one, build_one_op, family_registry,
+                   litert_intermediate_results, quant, reference_outputs, run_one, shared_model)
 from edgert.kernels.registry import KernelRegistry, OpContext
 from edgert.kernels import shape as shape_kernels
 from edgert.model.reader import load_model
 
 
 def _registry() -> KernelRegistry:
-    registry = KernelRegistry()
-    shape_kernels.register(registry)
-    return registry
-
-
-def run_kernel(model: bytes, inputs: list[np.ndarray], outs: list[np.ndarray] | None = None,
-               registry: KernelRegistry | None = None) -> list[np.ndarray]:
-    """Runs the single op of `model` with our kernel: graph inputs fed in order, constants from the file."""
-    graph = load_model(model)
-    sg = graph.main
-    (op,) = sg.operators
-    ctx = OpContext.of(sg, op)
-    entry = (registry or _registry()).lookup(ctx)
-    feed = dict(zip(sg.inputs, inputs))
-    ins = [None if i < 0 else (sg.tensors[i].data if sg.tensors[i].data is not None else feed[i]) for i in op.inputs]
-    if outs is None:
-        outs = [np.empty(t.shape, t.dtype) for t in ctx.outputs]
-    n = entry.scratch_bytes(ctx)
-    scratch = np.zeros(n, np.uint8) if n else None
-    fn, args = entry.bind(ctx, ins, outs, scratch)
-    fn(*args)
-    return outs
+    return family_registry(shape_kernels)
 
 
 def check(opcode, input_specs, output_specs, options=None, consts=None, seed=0, version=1):
@@ -53,7 +30,7 @@ def check(opcode, input_specs, output_specs, options=None, consts=None, seed=0, 
             info = np.iinfo(dt)
             inputs.append(rng.integers(max(info.min, -100), min(info.max, 100), shape).astype(dt))
     ref = reference_outputs(model, inputs)
-    ours = run_kernel(model, inputs)
+    ours = run_one(model, inputs)
     for o, r in zip(ours, ref):
         assert o.shape == r.shape and o.dtype == r.dtype
         np.testing.assert_array_equal(o, r)  # data movement is exact
@@ -101,7 +78,7 @@ def test_pad_into_strided_output():
     ref = reference_outputs(model, [x])[0]
     big = np.full((1, 5, 6, 7), 9.0, f32)
     view = big[..., 3:5]
-    run_kernel(model, [x], outs=[view])
+    run_one(model, [x], outs=[view])
     np.testing.assert_array_equal(view, ref)
     assert np.all(big[..., :3] == 9.0) and np.all(big[..., 5:] == 9.0)
 
@@ -121,7 +98,7 @@ def test_reshape_into_strided_output():
                          {"new_shape": [2, 3, 2]}, consts={1: np.asarray([2, 3, 2], np.int32)})
     x = np.arange(12, dtype=f32).reshape(2, 6)
     big = np.zeros((2, 3, 5), f32)
-    run_kernel(model, [x], outs=[big[:, :, 1:3]])
+    run_one(model, [x], outs=[big[:, :, 1:3]])
     np.testing.assert_array_equal(big[:, :, 1:3], x.reshape(2, 3, 2))
     assert not big[:, :, [0, 3, 4]].any()
 
@@ -253,30 +230,8 @@ def test_cast_in_place():
     model = build_one_op("CAST", [((17,), np.int32)], [((17,), f32)])
     x = np.arange(-8, 9, dtype=np.int32)
     buf = x.copy()
-    run_kernel(model, [buf], outs=[buf.view(f32)])
+    run_one(model, [buf], outs=[buf.view(f32)])
     np.testing.assert_array_equal(buf.view(f32), x.astype(f32))
-
-
-def assert_allocates_nothing(fn, args) -> None:
-    fn(*args)
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    for _ in range(20):
-        fn(*args)
-    _after, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    # the numba dispatcher itself makes ~50 bytes of transient objects per argument; data would be far more
-    assert peak - before < 1024, f"{fn} allocated {peak - before} bytes"
-
-
-def _bound(model: bytes, inputs: list[np.ndarray]):
-    sg = load_model(model).main
-    op = sg.operators[0]
-    ctx = OpContext.of(sg, op)
-    feed = dict(zip(sg.inputs, inputs))
-    ins = [sg.tensors[i].data if sg.tensors[i].data is not None else feed[i] for i in op.inputs]
-    outs = [np.empty(t.shape, t.dtype) for t in ctx.outputs]
-    return _registry().lookup(ctx).bind(ctx, ins, outs, None)
 
 
 @pytest.mark.parametrize("case", ["pad", "concat", "gather", "split", "cast"])
@@ -301,8 +256,9 @@ def test_fn_allocates_nothing(case):
     else:
         model = build_one_op("CAST", [((1, 8, 8, 4), f32)], [((1, 8, 8, 4), np.int32)])
         inputs = [x]
-    fn, args = _bound(model, inputs)
-    assert_allocates_nothing(fn, args)
+    fn, args, *_ = bind_one(model, inputs)
+    # the numba dispatcher itself makes ~50 bytes of transient objects per argument; data would be far more
+    assert_no_allocation(fn, args, limit=1024, calls=20)
 
 
 def test_concat_and_depth_to_space_into_strided_outputs():
@@ -311,13 +267,13 @@ def test_concat_and_depth_to_space_into_strided_outputs():
     rng = np.random.default_rng(2)
     xs = [rng.standard_normal((1, 3, 3, 2)).astype(f32), rng.standard_normal((1, 3, 3, 5)).astype(f32)]
     big = np.zeros((1, 3, 3, 10), f32)
-    run_kernel(model, xs, outs=[big[..., 1:8]])
+    run_one(model, xs, outs=[big[..., 1:8]])
     np.testing.assert_array_equal(big[..., 1:8], reference_outputs(model, xs)[0])
     assert not big[..., 0].any() and not big[..., 8:].any()
     model = build_one_op("DEPTH_TO_SPACE", [((1, 2, 3, 12), f32)], [((1, 4, 6, 3), f32)], {"block_size": 2})
     x = rng.standard_normal((1, 2, 3, 12)).astype(f32)
     big = np.zeros((1, 4, 6, 8), f32)
-    run_kernel(model, [x], outs=[big[..., 4:7]])
+    run_one(model, [x], outs=[big[..., 4:7]])
     np.testing.assert_array_equal(big[..., 4:7], reference_outputs(model, [x])[0])
     assert not big[..., :4].any() and not big[..., 7:].any()
 
@@ -329,7 +285,6 @@ def test_unsupported_reports_reason():
     assert isinstance(reason, str) and "paddings" in reason
 
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "models" / "real"
 REAL_OPS = {"PAD", "PADV2", "CONCATENATION", "RESHAPE", "DEPTH_TO_SPACE", "RESIZE_BILINEAR", "STRIDED_SLICE",
             "TRANSPOSE", "SLICE", "GATHER", "SPLIT", "PACK", "UNPACK", "TILE", "QUANTIZE"}
 
@@ -338,41 +293,14 @@ REAL_OPS = {"PAD", "PADV2", "CONCATENATION", "RESHAPE", "DEPTH_TO_SPACE", "RESIZ
                                   "mediapipe/hand_recrop.tflite", "pymicro-wakeword/alexa.tflite"])
 def test_real_model_ops_match_litert(name):
     """Every data-movement/resize/requantize op of a real model, fed LiteRT's own intermediate tensors."""
-    path = REAL / name
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    from edgert.kernels import quant, resize
-
-    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
-                         experimental_preserve_all_tensors=True)
-    interp.allocate_tensors()
-    rng = np.random.default_rng(0)
-    for d in interp.get_input_details():
-        x = rng.random(d["shape"]) if d["dtype"] == np.float32 else rng.integers(-100, 100, d["shape"])
-        interp.set_tensor(d["index"], x.astype(d["dtype"]))
-    interp.invoke()
-    registry = _registry()
-    resize.register(registry)
-    quant.register(registry)
-    sg = load_model(path).main
     seen: dict[str, int] = {}
-    for op in sg.operators:
-        if op.opcode not in REAL_OPS:
-            continue
-        ctx = OpContext.of(sg, op)
-        ins = [None if i < 0 else (sg.tensors[i].data if sg.tensors[i].data is not None else interp.get_tensor(i))
-               for i in op.inputs]
-        outs = [np.empty(t.shape, t.dtype) for t in ctx.outputs]
-        fn, args = registry.lookup(ctx).bind(ctx, ins, outs, None)
-        fn(*args)
-        for t, o in zip(op.outputs, outs):
-            ref = interp.get_tensor(t)
-            if op.opcode == "RESIZE_BILINEAR":
+    for ctx, ours, refs in litert_intermediate_results(shared_model(f"real/{name}"), REAL_OPS):
+        for t, o, ref in zip(ctx.outputs, ours, refs):
+            if ctx.op.opcode == "RESIZE_BILINEAR":
                 assert_close_float(o, ref)
             else:
-                np.testing.assert_array_equal(o, ref, err_msg=f"{op.opcode} -> {sg.tensors[t].name}")
-        seen[op.opcode] = seen.get(op.opcode, 0) + 1
+                np.testing.assert_array_equal(o, ref, err_msg=f"{ctx.op.opcode} -> {t.name}")
+        seen[ctx.op.opcode] = seen.get(ctx.op.opcode, 0) + 1
     assert seen, "no data-movement ops found"
 
 
@@ -418,7 +346,7 @@ def test_strided_slice_random_masks_match_litert():
             ref = reference_outputs(model, [x])[0]
         except ModelError:
             continue  # a combination LiteRT itself rejects
-        ours = run_kernel(model, [x])[0]
+        ours = run_one(model, [x])[0]
         assert ours.shape == ref.shape, (shape, begin, end, strides, masks, offset)
         np.testing.assert_array_equal(ours, ref, err_msg=str((shape, begin, end, strides, masks, offset)))
         compared += 1

@@ -31,6 +31,7 @@ from edgert.kernels.fixedpoint import (
     wrap32,
 )
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
+from edgert.model.graph import Tensor
 
 F32 = np.dtype(np.float32)
 
@@ -79,8 +80,9 @@ def float_only(ctx: OpContext, positions: tuple[int, ...]) -> str | None:
     return None
 
 
-def version_ok(ctx: OpContext) -> str | None:
-    top = MAX_VERSION.get(ctx.op.opcode)
+def version_ok(ctx: OpContext, max_version: dict[str, int] = MAX_VERSION) -> str | None:
+    """None when the op's version is within 1..max_version[opcode] (or the opcode is not listed)."""
+    top = max_version.get(ctx.op.opcode)
     if top is not None and not 1 <= ctx.op.version <= top:
         return f"version {ctx.op.version} not supported (1..{top})"
     return None
@@ -89,6 +91,11 @@ def version_ok(ctx: OpContext) -> str | None:
 def option(ctx: OpContext, name: str, default):
     value = getattr(ctx.op.options, name, None) if ctx.op.options is not None else None
     return default if value is None else value
+
+
+def fused_activation_problem(ctx: OpContext) -> str | None:
+    """None when the kernels can apply the op's fused activation, else the reason."""
+    return activation_supported(option(ctx, "fused_activation_function", "NONE"))
 
 
 def fused_clamp(ctx: OpContext) -> tuple[int, np.float32, np.float32]:
@@ -115,6 +122,17 @@ def _no_bias() -> np.ndarray:
     b = np.zeros(1, np.float32)
     b.flags.writeable = False
     return b
+
+
+def _optional(ins: list, pos: int) -> np.ndarray | None:
+    """Input `pos` (an optional bias), None when absent or beyond the op's inputs."""
+    return ins[pos] if len(ins) > pos else None
+
+
+def _float_bias(ins: list, pos: int) -> tuple[np.ndarray, bool]:
+    """(bias or the _no_bias stand-in, whether there is a bias) for the float kernels."""
+    bias = _optional(ins, pos)
+    return (_no_bias(), False) if bias is None else (bias, True)
 
 
 def rows_view(a: np.ndarray) -> np.ndarray | None:
@@ -341,26 +359,85 @@ def _conv_params(ctx: OpContext) -> dict:
     return dict(oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl)
 
 
-def _conv_supports(ctx: OpContext) -> str | None:
-    reason = version_ok(ctx) or float_only(ctx, (0, 1, 2))
-    if reason:
-        return reason
-    inp, w = ctx.inputs[0], ctx.inputs[1]
-    out = ctx.outputs[0]
-    if len(inp.shape) != 4 or len(w.shape) != 4 or len(out.shape) != 4:
+# Checks shared by the float and quantized supports() of the conv family. Each returns None or a
+# reason; a supports() chains them with `or` in the order the problems should be reported, so
+# every check may assume the ones before it passed.
+
+
+def _four_d(ctx: OpContext, x_pos: int) -> str | None:
+    if any(len(t.shape) != 4 for t in (ctx.inputs[x_pos], ctx.inputs[1], ctx.outputs[0])):
         return "only 4-D input, filter and output"
-    if w.sparsity is not None:
-        return "sparse filter not supported"
-    reason = activation_supported(option(ctx, "fused_activation_function", "NONE"))
-    if reason:
-        return reason
-    if w.shape[3] == 0 or inp.shape[3] % w.shape[3] or w.shape[0] % (inp.shape[3] // w.shape[3]):
-        return f"filter depth {w.shape[3]} does not divide input depth {inp.shape[3]} into groups"
-    p = _conv_params(ctx)
-    want = (inp.shape[0], p["oh"], p["ow"], w.shape[0])
-    if tuple(out.shape) != want:
-        return f"output shape {tuple(out.shape)} does not match computed {want}"
     return None
+
+
+def _dense(ctx: OpContext, what: str) -> str | None:
+    return f"sparse {what} not supported" if ctx.inputs[1].sparsity is not None else None
+
+
+def _conv_output_problem(ctx: OpContext, channels: int) -> str | None:
+    """None when output 0 has the shape the conv geometry gives with `channels` channels."""
+    p = _conv_params(ctx)
+    want = (ctx.inputs[0].shape[0], p["oh"], p["ow"], channels)
+    if tuple(ctx.outputs[0].shape) != want:
+        return f"output shape {tuple(ctx.outputs[0].shape)} does not match computed {want}"
+    return None
+
+
+def _conv_groups_problem(ctx: OpContext) -> str | None:
+    c, w = ctx.inputs[0].shape[3], ctx.inputs[1].shape
+    if w[3] == 0 or c % w[3] or w[0] % (c // w[3]):
+        return f"filter depth {w[3]} does not divide input depth {c} into groups"
+    return None
+
+
+def _dw_geometry_problem(ctx: OpContext) -> str | None:
+    c, w = ctx.inputs[0].shape[3], ctx.inputs[1].shape
+    if w[0] != 1 or c == 0 or w[3] % c:
+        return f"filter shape {tuple(w)} is not [1, KH, KW, {c}*multiplier]"
+    return _conv_output_problem(ctx, w[3])
+
+
+def _tc_constant_shape(ctx: OpContext) -> str | None:
+    shape_t = ctx.inputs[0]
+    if shape_t is None or not shape_t.is_constant:
+        return "output_shape must be a constant"
+    return None
+
+
+def _tc_geometry_problem(ctx: OpContext) -> str | None:
+    shape_t, w, inp = ctx.inputs[0], ctx.inputs[1], ctx.inputs[2]
+    out = ctx.outputs[0]
+    if tuple(int(v) for v in np.asarray(shape_t.data).ravel()) != tuple(out.shape):
+        return "output_shape tensor disagrees with the output tensor's shape"
+    if w.shape[3] != inp.shape[3] or w.shape[0] != out.shape[3] or inp.shape[0] != out.shape[0]:
+        return f"filter {tuple(w.shape)} does not match input {tuple(inp.shape)} / output {tuple(out.shape)}"
+    return None
+
+
+def _fc_weights_format(ctx: OpContext) -> str | None:
+    if option(ctx, "weights_format", "DEFAULT") != "DEFAULT":
+        return f"weights_format {option(ctx, 'weights_format', '')} not supported"
+    return None
+
+
+def _fc_weights_2d(ctx: OpContext) -> str | None:
+    return "weights must be 2-D [O, I]" if len(ctx.inputs[1].shape) != 2 else None
+
+
+def _fc_shape_problem(ctx: OpContext) -> str | None:
+    inp, out = ctx.inputs[0], ctx.outputs[0]
+    o, i = ctx.inputs[1].shape
+    if i == 0 or inp.size % i:
+        return f"input size {inp.size} is not a multiple of weights depth {i}"
+    if out.size != (inp.size // i) * o or (out.shape and out.shape[-1] != o):
+        return f"output shape {tuple(out.shape)} does not match [{inp.size // i}, {o}]"
+    return None
+
+
+def _conv_supports(ctx: OpContext) -> str | None:
+    return (version_ok(ctx) or float_only(ctx, (0, 1, 2)) or _four_d(ctx, 0) or _dense(ctx, "filter")
+            or fused_activation_problem(ctx) or _conv_groups_problem(ctx)
+            or _conv_output_problem(ctx, ctx.inputs[1].shape[0]))
 
 
 def _conv_path(ctx: OpContext) -> str:
@@ -393,12 +470,10 @@ def _conv_scratch(ctx: OpContext) -> int:
 
 def _conv_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
     inp, w = ins[0], ins[1]
-    bias = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    b, has_bias = _float_bias(ins, 2)
     out = outs[0]
     p = _conv_params(ctx)
     code, lo, hi = fused_clamp(ctx)
-    has_bias = bias is not None
-    b = bias if has_bias else _no_bias()
     post = has_bias or code != 0
     path = _conv_path(ctx)
     o = w.shape[0]
@@ -425,25 +500,8 @@ def _conv_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None
 
 
 def _dw_supports(ctx: OpContext) -> str | None:
-    reason = version_ok(ctx) or float_only(ctx, (0, 1, 2))
-    if reason:
-        return reason
-    inp, w, out = ctx.inputs[0], ctx.inputs[1], ctx.outputs[0]
-    if len(inp.shape) != 4 or len(w.shape) != 4 or len(out.shape) != 4:
-        return "only 4-D input, filter and output"
-    if w.sparsity is not None:
-        return "sparse filter not supported"
-    reason = activation_supported(option(ctx, "fused_activation_function", "NONE"))
-    if reason:
-        return reason
-    c, oc = inp.shape[3], w.shape[3]
-    if w.shape[0] != 1 or c == 0 or oc % c:
-        return f"filter shape {tuple(w.shape)} is not [1, KH, KW, {c}*multiplier]"
-    p = _conv_params(ctx)
-    want = (inp.shape[0], p["oh"], p["ow"], oc)
-    if tuple(out.shape) != want:
-        return f"output shape {tuple(out.shape)} does not match computed {want}"
-    return None
+    return (version_ok(ctx) or float_only(ctx, (0, 1, 2)) or _four_d(ctx, 0) or _dense(ctx, "filter")
+            or fused_activation_problem(ctx) or _dw_geometry_problem(ctx))
 
 
 def _dw_scratch(ctx: OpContext) -> int:
@@ -452,15 +510,14 @@ def _dw_scratch(ctx: OpContext) -> int:
 
 def _dw_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
     inp, w = ins[0], ins[1]
-    bias = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    b, has_bias = _float_bias(ins, 2)
     out = outs[0]
     p = _conv_params(ctx)
     # The multiplier follows from the shapes; the option is redundant and older converters left it 0.
     mult = w.shape[3] // inp.shape[3]
     acc = f32_scratch(scratch, out.shape[3])
-    b = bias if bias is not None else _no_bias()
     return _depthwise, (
-        inp, w, b, bias is not None, out, acc,
+        inp, w, b, has_bias, out, acc,
         p["sh"], p["sw"], p["dh"], p["dw"], p["pt"], p["pl"], mult, *fused_clamp(ctx)[1:],
     )
 
@@ -469,23 +526,8 @@ def _dw_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) 
 
 
 def _tc_supports(ctx: OpContext) -> str | None:
-    reason = version_ok(ctx) or float_only(ctx, (1, 2, 3))
-    if reason:
-        return reason
-    shape_t, w, inp = ctx.inputs[0], ctx.inputs[1], ctx.inputs[2]
-    out = ctx.outputs[0]
-    if shape_t is None or not shape_t.is_constant:
-        return "output_shape must be a constant"
-    if len(inp.shape) != 4 or len(w.shape) != 4 or len(out.shape) != 4:
-        return "only 4-D input, filter and output"
-    if tuple(int(v) for v in np.asarray(shape_t.data).ravel()) != tuple(out.shape):
-        return "output_shape tensor disagrees with the output tensor's shape"
-    if w.shape[3] != inp.shape[3] or w.shape[0] != out.shape[3] or inp.shape[0] != out.shape[0]:
-        return f"filter {tuple(w.shape)} does not match input {tuple(inp.shape)} / output {tuple(out.shape)}"
-    reason = activation_supported(option(ctx, "fused_activation_function", "NONE"))
-    if reason:
-        return reason
-    return None
+    return (version_ok(ctx) or float_only(ctx, (1, 2, 3)) or _tc_constant_shape(ctx) or _four_d(ctx, 2)
+            or _tc_geometry_problem(ctx) or fused_activation_problem(ctx))
 
 
 def _tc_params(ctx: OpContext) -> tuple[int, int, int, int]:
@@ -498,60 +540,52 @@ def _tc_params(ctx: OpContext) -> tuple[int, int, int, int]:
     return sh, sw, pt, pl
 
 
-def _tc_scratch(ctx: OpContext) -> int:
-    w, inp = ctx.inputs[1], ctx.inputs[2]
+def transpose_conv_scratch(inp: Tensor, w: Tensor) -> int:
+    """Scratch bytes of transpose_conv_step: the GEMM's float32 columns, [input pixels, O*KH*KW]."""
     return (inp.size // inp.shape[3]) * w.shape[0] * w.shape[1] * w.shape[2] * 4
 
 
-def _tc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
-    w, inp = ins[1], ins[2]
-    bias = ins[3] if len(ins) > 3 and ins[3] is not None else None
-    out = outs[0]
-    sh, sw, pt, pl = _tc_params(ctx)
+def transpose_conv_step(inp: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: np.ndarray,
+                        scratch: np.ndarray, stride_hw: tuple[int, int], pad_tl: tuple[int, int],
+                        lo: np.float32, hi: np.float32, op_name: str) -> Step:
+    """The float transpose conv as one step: input[N*H*W, I] x filter[O*KH*KW, I]^T into scratch
+    columns (transpose_conv_scratch bytes), then the col2im gather adds the bias and clamps to [lo, hi]."""
     o, kh, kw, i = w.shape
     x_rows = rows_view(inp)
     if not _gemm_ok(x_rows):
-        raise ValueError("TRANSPOSE_CONV input view cannot be collapsed to GEMM rows")
+        raise ValueError(f"{op_name} input view cannot be collapsed to GEMM rows")
     col = f32_scratch(scratch, x_rows.shape[0] * o * kh * kw).reshape(x_rows.shape[0], o * kh * kw)
     w_t = np.reshape(w, (o * kh * kw, i), copy=False).T
     b = bias if bias is not None else _no_bias()
-    geom = (inp.shape[1], inp.shape[2], kh, kw, sh, sw, pt, pl, *fused_clamp(ctx)[1:])
+    geom = (inp.shape[1], inp.shape[2], kh, kw, *stride_hw, *pad_tl, lo, hi)
     return _transpose_conv_gemm, (x_rows, w_t, col, b, bias is not None, out, geom)
+
+
+def _tc_scratch(ctx: OpContext) -> int:
+    return transpose_conv_scratch(ctx.inputs[2], ctx.inputs[1])
+
+
+def _tc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
+    sh, sw, pt, pl = _tc_params(ctx)
+    _, lo, hi = fused_clamp(ctx)
+    return transpose_conv_step(ins[2], ins[1], _optional(ins, 3), outs[0], scratch, (sh, sw), (pt, pl), lo, hi,
+                               "TRANSPOSE_CONV")
 
 
 # ---------------------------------------------------------------- FULLY_CONNECTED
 
 
 def _fc_supports(ctx: OpContext) -> str | None:
-    reason = version_ok(ctx) or float_only(ctx, (0, 1, 2))
-    if reason:
-        return reason
-    inp, w, out = ctx.inputs[0], ctx.inputs[1], ctx.outputs[0]
-    if option(ctx, "weights_format", "DEFAULT") != "DEFAULT":
-        return f"weights_format {option(ctx, 'weights_format', '')} not supported"
-    if w.sparsity is not None:
-        return "sparse weights not supported"
-    if len(w.shape) != 2:
-        return "weights must be 2-D [O, I]"
-    reason = activation_supported(option(ctx, "fused_activation_function", "NONE"))
-    if reason:
-        return reason
-    o, i = w.shape
-    if i == 0 or inp.size % i:
-        return f"input size {inp.size} is not a multiple of weights depth {i}"
-    if out.size != (inp.size // i) * o or (out.shape and out.shape[-1] != o):
-        return f"output shape {tuple(out.shape)} does not match [{inp.size // i}, {o}]"
-    return None
+    return (version_ok(ctx) or float_only(ctx, (0, 1, 2)) or _fc_weights_format(ctx) or _dense(ctx, "weights")
+            or _fc_weights_2d(ctx) or fused_activation_problem(ctx) or _fc_shape_problem(ctx))
 
 
 def _fc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
     inp, w = ins[0], ins[1]
-    bias = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    b, has_bias = _float_bias(ins, 2)
     out = outs[0]
     o, i = w.shape
     code, lo, hi = fused_clamp(ctx)
-    has_bias = bias is not None
-    b = bias if has_bias else _no_bias()
     x = _rows_of(inp, i)
     y = _rows_of(out, o)
     w_ok = w.strides[-1] == w.itemsize
@@ -726,6 +760,11 @@ def _filter_offset(ctx: OpContext, w_pos: int, allow_int8_zp: bool) -> int | str
     return 0
 
 
+def _filter_offset_problem(ctx: OpContext, w_pos: int, allow_int8_zp: bool) -> str | None:
+    w_off = _filter_offset(ctx, w_pos, allow_int8_zp)
+    return w_off if isinstance(w_off, str) else None
+
+
 def _requant_arrays(ctx: OpContext, x_pos: int, w_pos: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-output-channel (multiplier, shift) int32 arrays, as PopulateConvolutionQuantizationParams.
 
@@ -739,7 +778,7 @@ def _requant_arrays(ctx: OpContext, x_pos: int, w_pos: int, n_out: int) -> tuple
     return quantize_multiplier_array([s_in * float(s) / s_out for s in w_scales])
 
 
-def _out_range(ctx: OpContext) -> tuple[int, int, int]:
+def quantized_out_range(ctx: OpContext) -> tuple[int, int, int]:
     """(zp_out, act_min, act_max) of output 0 with the op's fused activation."""
     out = ctx.outputs[0]
     q = out.quantization
@@ -868,29 +907,17 @@ def _qconv_outer(inp, w, wt, bias, out, acc, mult, shift, in_off, w_off, out_zp,
                     dst[o] = requantize(np.int64(acc[o]), mult[o], shift[o], out_zp, lo, hi, False)
 
 
-def _qconv_supports(ctx: OpContext) -> str | None:
-    reason = version_ok(ctx)
-    if reason:
-        return reason
-    inp, w, out = ctx.inputs[0], ctx.inputs[1], ctx.outputs[0]
-    if len(inp.shape) != 4 or len(w.shape) != 4 or len(out.shape) != 4:
-        return "only 4-D input, filter and output"
-    reason = quant_conv_types(ctx, 0, 1, 2, 0)
-    if reason:
-        return reason
-    w_off = _filter_offset(ctx, 1, allow_int8_zp=False)
-    if isinstance(w_off, str):
-        return w_off
-    reason = activation_supported(option(ctx, "fused_activation_function", "NONE"))
-    if reason:
-        return reason
-    if inp.shape[3] != w.shape[3]:
-        return f"grouped quantized conv not supported (filter depth {w.shape[3]}, input depth {inp.shape[3]})"
-    p = _conv_params(ctx)
-    want = (inp.shape[0], p["oh"], p["ow"], w.shape[0])
-    if tuple(out.shape) != want:
-        return f"output shape {tuple(out.shape)} does not match computed {want}"
+def _qconv_ungrouped(ctx: OpContext) -> str | None:
+    c, w = ctx.inputs[0].shape[3], ctx.inputs[1].shape
+    if c != w[3]:
+        return f"grouped quantized conv not supported (filter depth {w[3]}, input depth {c})"
     return None
+
+
+def _qconv_supports(ctx: OpContext) -> str | None:
+    return (version_ok(ctx) or _four_d(ctx, 0) or quant_conv_types(ctx, 0, 1, 2, 0)
+            or _filter_offset_problem(ctx, 1, allow_int8_zp=False) or fused_activation_problem(ctx)
+            or _qconv_ungrouped(ctx) or _conv_output_problem(ctx, ctx.inputs[1].shape[0]))
 
 
 def _qconv_path(ctx: OpContext) -> str:
@@ -922,14 +949,14 @@ def _qconv_scratch(ctx: OpContext) -> int:
 
 def _qconv_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
     inp, w = ins[0], ins[1]
-    bias = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    bias = _optional(ins, 2)
     out = outs[0]
     p = _conv_params(ctx)
     n_o, kh, kw, c = w.shape
     in_off = _in_offset(ctx, 0)
     w_off = _filter_offset(ctx, 1, allow_int8_zp=False)
     mult, shift = _requant_arrays(ctx, 0, 1, n_o)
-    out_zp, lo, hi = _out_range(ctx)
+    out_zp, lo, hi = quantized_out_range(ctx)
     path = _qconv_path(ctx)
     if path == "outer":
         wt = _i32_scratch(scratch, kh * kw * c * n_o).reshape(kh * kw * c, n_o)
@@ -992,29 +1019,9 @@ def _qdepthwise(inp, w, bias, out, acc, mult, shift, in_off, w_off, out_zp, lo, 
 
 
 def _qdw_supports(ctx: OpContext) -> str | None:
-    reason = version_ok(ctx)
-    if reason:
-        return reason
-    inp, w, out = ctx.inputs[0], ctx.inputs[1], ctx.outputs[0]
-    if len(inp.shape) != 4 or len(w.shape) != 4 or len(out.shape) != 4:
-        return "only 4-D input, filter and output"
-    reason = quant_conv_types(ctx, 0, 1, 2, 3)
-    if reason:
-        return reason
-    w_off = _filter_offset(ctx, 1, allow_int8_zp=False)
-    if isinstance(w_off, str):
-        return w_off
-    reason = activation_supported(option(ctx, "fused_activation_function", "NONE"))
-    if reason:
-        return reason
-    c, oc = inp.shape[3], w.shape[3]
-    if w.shape[0] != 1 or c == 0 or oc % c:
-        return f"filter shape {tuple(w.shape)} is not [1, KH, KW, {c}*multiplier]"
-    p = _conv_params(ctx)
-    want = (inp.shape[0], p["oh"], p["ow"], oc)
-    if tuple(out.shape) != want:
-        return f"output shape {tuple(out.shape)} does not match computed {want}"
-    return None
+    return (version_ok(ctx) or _four_d(ctx, 0) or quant_conv_types(ctx, 0, 1, 2, 3)
+            or _filter_offset_problem(ctx, 1, allow_int8_zp=False) or fused_activation_problem(ctx)
+            or _dw_geometry_problem(ctx))
 
 
 def _qdw_scratch(ctx: OpContext) -> int:
@@ -1023,12 +1030,12 @@ def _qdw_scratch(ctx: OpContext) -> int:
 
 def _qdw_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
     inp, w = ins[0], ins[1]
-    bias = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    bias = _optional(ins, 2)
     out = outs[0]
     p = _conv_params(ctx)
     oc = w.shape[3]
     mult, shift = _requant_arrays(ctx, 0, 1, oc)
-    out_zp, lo, hi = _out_range(ctx)
+    out_zp, lo, hi = quantized_out_range(ctx)
     return _qdepthwise, (
         inp, w, _int32_or_zeros(bias, oc), out, _i32_scratch(scratch, oc), mult, shift,
         _in_offset(ctx, 0), _filter_offset(ctx, 1, allow_int8_zp=False), out_zp, lo, hi,
@@ -1082,26 +1089,9 @@ def _qtransposeconv(inp, w, wsum_tap, bias, out, acc, mult, shift, in_off, w_off
 
 
 def _qtc_supports(ctx: OpContext) -> str | None:
-    reason = version_ok(ctx)
-    if reason:
-        return reason
-    shape_t, w, inp = ctx.inputs[0], ctx.inputs[1], ctx.inputs[2]
-    out = ctx.outputs[0]
-    if shape_t is None or not shape_t.is_constant:
-        return "output_shape must be a constant"
-    if len(inp.shape) != 4 or len(w.shape) != 4 or len(out.shape) != 4:
-        return "only 4-D input, filter and output"
-    reason = quant_conv_types(ctx, 2, 1, 3, 0)
-    if reason:
-        return reason
-    w_off = _filter_offset(ctx, 1, allow_int8_zp=False)
-    if isinstance(w_off, str):
-        return w_off
-    if tuple(int(v) for v in np.asarray(shape_t.data).ravel()) != tuple(out.shape):
-        return "output_shape tensor disagrees with the output tensor's shape"
-    if w.shape[3] != inp.shape[3] or w.shape[0] != out.shape[3] or inp.shape[0] != out.shape[0]:
-        return f"filter {tuple(w.shape)} does not match input {tuple(inp.shape)} / output {tuple(out.shape)}"
-    return activation_supported(option(ctx, "fused_activation_function", "NONE"))
+    return (version_ok(ctx) or _tc_constant_shape(ctx) or _four_d(ctx, 2) or quant_conv_types(ctx, 2, 1, 3, 0)
+            or _filter_offset_problem(ctx, 1, allow_int8_zp=False) or _tc_geometry_problem(ctx)
+            or fused_activation_problem(ctx))
 
 
 def _qtc_scratch(ctx: OpContext) -> int:
@@ -1111,12 +1101,12 @@ def _qtc_scratch(ctx: OpContext) -> int:
 
 def _qtc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
     w, inp = ins[1], ins[2]
-    bias = ins[3] if len(ins) > 3 and ins[3] is not None else None
+    bias = _optional(ins, 3)
     out = outs[0]
     sh, sw, pt, pl = _tc_params(ctx)
     n_o = w.shape[0]
     mult, shift = _requant_arrays(ctx, 2, 1, n_o)
-    out_zp, lo, hi = _out_range(ctx)
+    out_zp, lo, hi = quantized_out_range(ctx)
     w_off = _filter_offset(ctx, 1, allow_int8_zp=False)
     # per (o, ky, kx): sum over input channels of (w + w_off), the factor of in_off in each tap's dot
     wsum_tap = (np.asarray(w, np.int64).sum(axis=3) + w.shape[3] * w_off).astype(np.int32)
@@ -1129,29 +1119,9 @@ def _qtc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None)
 
 
 def _qfc_supports(ctx: OpContext) -> str | None:
-    reason = version_ok(ctx)
-    if reason:
-        return reason
-    inp, w, out = ctx.inputs[0], ctx.inputs[1], ctx.outputs[0]
-    if option(ctx, "weights_format", "DEFAULT") != "DEFAULT":
-        return f"weights_format {option(ctx, 'weights_format', '')} not supported"
-    if len(w.shape) != 2:
-        return "weights must be 2-D [O, I]"
-    reason = quant_conv_types(ctx, 0, 1, 2, 0)
-    if reason:
-        return reason
-    w_off = _filter_offset(ctx, 1, allow_int8_zp=not w.quantization.per_channel)
-    if isinstance(w_off, str):
-        return w_off
-    reason = activation_supported(option(ctx, "fused_activation_function", "NONE"))
-    if reason:
-        return reason
-    o, i = w.shape
-    if i == 0 or inp.size % i:
-        return f"input size {inp.size} is not a multiple of weights depth {i}"
-    if out.size != (inp.size // i) * o or (out.shape and out.shape[-1] != o):
-        return f"output shape {tuple(out.shape)} does not match [{inp.size // i}, {o}]"
-    return None
+    return (version_ok(ctx) or _fc_weights_format(ctx) or _fc_weights_2d(ctx) or quant_conv_types(ctx, 0, 1, 2, 0)
+            or _filter_offset_problem(ctx, 1, allow_int8_zp=not ctx.inputs[1].quantization.per_channel)
+            or fused_activation_problem(ctx) or _fc_shape_problem(ctx))
 
 
 def _qfc_scratch(ctx: OpContext) -> int:
@@ -1160,12 +1130,12 @@ def _qfc_scratch(ctx: OpContext) -> int:
 
 def _qfc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
     inp, w = ins[0], ins[1]
-    bias = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    bias = _optional(ins, 2)
     o, i = w.shape
     in_off = _in_offset(ctx, 0)
     w_off = _filter_offset(ctx, 1, allow_int8_zp=not ctx.inputs[1].quantization.per_channel)
     mult, shift = _requant_arrays(ctx, 0, 1, o)
-    out_zp, lo, hi = _out_range(ctx)
+    out_zp, lo, hi = quantized_out_range(ctx)
     x, y = _rows_of(inp, i), _rows_of(outs[0], o)
     if x is None or y is None or w.strides[-1] != w.itemsize:
         raise ValueError("FULLY_CONNECTED operands cannot be viewed as matrices without a copy")

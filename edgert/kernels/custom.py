@@ -43,7 +43,7 @@ from flatbuffers import flexbuffers
 from numba import njit
 
 from edgert.kernels.activations import activation_range
-from edgert.kernels.conv import _gemm_ok, _transpose_conv_gemm, clamp, f32_scratch, rows_view
+from edgert.kernels.conv import clamp, f32_scratch, transpose_conv_scratch, transpose_conv_step
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
 
 F32 = np.dtype(np.float32)
@@ -329,8 +329,7 @@ def _tcb_supports(ctx: OpContext) -> str | None:
 
 
 def _tcb_scratch(ctx: OpContext) -> int:
-    inp, w = ctx.inputs[0], ctx.inputs[1]
-    return (inp.size // inp.shape[3]) * w.shape[0] * w.shape[1] * w.shape[2] * 4
+    return transpose_conv_scratch(ctx.inputs[0], ctx.inputs[1])
 
 
 def _tcb_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
@@ -339,14 +338,8 @@ def _tcb_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None)
     # stays inf, as in transpose_conv_bias.cc).
     inp, w, bias = ins
     p, _, pt, pl = _tcb_geometry(ctx)
-    o, kh, kw, i = w.shape
-    x_rows = rows_view(inp)
-    if not _gemm_ok(x_rows):
-        raise ValueError("Convolution2DTransposeBias input view cannot be collapsed to GEMM rows")
-    col = f32_scratch(scratch, x_rows.shape[0] * o * kh * kw).reshape(x_rows.shape[0], o * kh * kw)
-    w_t = np.reshape(w, (o * kh * kw, i), copy=False).T
-    geom = (inp.shape[1], inp.shape[2], kh, kw, p.stride_h, p.stride_w, pt, pl, np.float32(-np.inf), np.float32(np.inf))
-    return _transpose_conv_gemm, (x_rows, w_t, col, bias, True, outs[0], geom)
+    return transpose_conv_step(inp, w, bias, outs[0], scratch, (p.stride_h, p.stride_w), (pt, pl),
+                               np.float32(-np.inf), np.float32(np.inf), "Convolution2DTransposeBias")
 
 
 # ---------------------------------------------------------------- TransformTensorBilinear

@@ -18,9 +18,17 @@ import math
 import numpy as np
 from numba import njit
 
-from edgert.kernels.conv import clamp, conv_geometry, f32_scratch, float_only, fused_clamp, option
-from edgert.kernels.activations import activation_supported
-from edgert.kernels.fixedpoint import activation_range_quantized
+from edgert.kernels.conv import (
+    clamp,
+    conv_geometry,
+    f32_scratch,
+    float_only,
+    fused_activation_problem,
+    fused_clamp,
+    option,
+    quantized_out_range,
+    version_ok,
+)
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
 
 MAX_VERSION = {"AVERAGE_POOL_2D": 3, "MAX_POOL_2D": 3, "L2_POOL_2D": 1}
@@ -78,29 +86,28 @@ def _params(ctx: OpContext) -> tuple[int, int, int, int, int, int, int, int]:
     return oh, ow, kh, kw, sh, sw, pt, pl
 
 
-def _supports(ctx: OpContext) -> str | None:
-    top = MAX_VERSION[ctx.op.opcode]
-    if not 1 <= ctx.op.version <= top:
-        return f"version {ctx.op.version} not supported (1..{top})"
-    reason = float_only(ctx, (0,))
-    if reason:
-        return reason
+def _shape_problem(ctx: OpContext) -> str | None:
+    """Rank, fused activation and window geometry checks shared by the float and quantized kernels."""
     inp, out = ctx.inputs[0], ctx.outputs[0]
     if len(inp.shape) != 4 or len(out.shape) != 4:
         return "only 4-D input and output"
-    reason = activation_supported(option(ctx, "fused_activation_function", "NONE"))
+    reason = fused_activation_problem(ctx)
     if reason:
         return reason
-    oh, ow, kh, kw, sh, sw, _, _ = _params(ctx)
+    oh, ow, kh, kw, sh, sw, pt, pl = _params(ctx)
     if min(kh, kw, sh, sw) < 1:
         return f"filter {kh}x{kw} / stride {sh}x{sw} must be positive"
     want = (inp.shape[0], oh, ow, inp.shape[3])
     if tuple(out.shape) != want:
         return f"output shape {tuple(out.shape)} does not match computed {want}"
     # A window wholly in the padding has no taps; TFLite fails such an op at run time.
-    if (oh - 1) * sh - _params(ctx)[6] >= inp.shape[1] or (ow - 1) * sw - _params(ctx)[7] >= inp.shape[2]:
+    if (oh - 1) * sh - pt >= inp.shape[1] or (ow - 1) * sw - pl >= inp.shape[2]:
         return "a pooling window lies entirely in the padding"
     return None
+
+
+def _supports(ctx: OpContext) -> str | None:
+    return version_ok(ctx, MAX_VERSION) or float_only(ctx, (0,)) or _shape_problem(ctx)
 
 
 def _scratch(ctx: OpContext) -> int:
@@ -156,9 +163,9 @@ def _qpool(inp, out, acc, kind, kh, kw, sh, sw, pt, pl, lo, hi):
 
 
 def _qsupports(ctx: OpContext) -> str | None:
-    top = MAX_VERSION[ctx.op.opcode]
-    if not 1 <= ctx.op.version <= top:
-        return f"version {ctx.op.version} not supported (1..{top})"
+    reason = version_ok(ctx, MAX_VERSION)
+    if reason:
+        return reason
     inp, out = ctx.inputs[0], ctx.outputs[0]
     if ctx.op.opcode == "L2_POOL_2D":
         return f"{inp.dtype} L2_POOL_2D not supported (float32 only)"
@@ -171,27 +178,12 @@ def _qsupports(ctx: OpContext) -> str | None:
         return "input and output need quantization parameters"
     if qi.scales[0] != qo.scales[0] or (qi.zero_points or (0,))[0] != (qo.zero_points or (0,))[0]:
         return "input and output quantization differ (TFLite requires them equal)"
-    if len(inp.shape) != 4 or len(out.shape) != 4:
-        return "only 4-D input and output"
-    reason = activation_supported(option(ctx, "fused_activation_function", "NONE"))
-    if reason:
-        return reason
-    oh, ow, kh, kw, sh, sw, pt, pl = _params(ctx)
-    if min(kh, kw, sh, sw) < 1:
-        return f"filter {kh}x{kw} / stride {sh}x{sw} must be positive"
-    want = (inp.shape[0], oh, ow, inp.shape[3])
-    if tuple(out.shape) != want:
-        return f"output shape {tuple(out.shape)} does not match computed {want}"
-    if (oh - 1) * sh - pt >= inp.shape[1] or (ow - 1) * sw - pl >= inp.shape[2]:
-        return "a pooling window lies entirely in the padding"
-    return None
+    return _shape_problem(ctx)
 
 
 def _qbind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
     _, _, kh, kw, sh, sw, pt, pl = _params(ctx)
-    q = ctx.outputs[0].quantization
-    lo, hi = activation_range_quantized(option(ctx, "fused_activation_function", "NONE"), q.scales[0],
-                                        int((q.zero_points or (0,))[0]), ctx.outputs[0].dtype)
+    _, lo, hi = quantized_out_range(ctx)
     acc = scratch[: ins[0].shape[3] * 4].view(np.int32)
     return _qpool, (ins[0], outs[0], acc, _KIND[ctx.op.opcode], kh, kw, sh, sw, pt, pl, lo, hi)
 
