@@ -182,6 +182,29 @@ def _run_serve(args: argparse.Namespace) -> int:
         return 2
 
 
+def _add_warmup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="the daemon's TOML config (default: the built-in default config)")
+
+
+def _run_warmup(args: argparse.Namespace) -> int:
+    """Compile every kernel the configured models need into the numba cache, as the daemon would."""
+    import os
+    import time
+
+    from edgert.config import default_config, load_config
+
+    cfg = load_config(args.config) if args.config else default_config()
+    if cfg.numba_cache_dir is not None:
+        os.environ["NUMBA_CACHE_DIR"] = str(cfg.numba_cache_dir)  # before numba is first imported
+    from edgert.serve.server import load_models
+
+    start = time.monotonic()
+    models = load_models(cfg, progress=lambda message: print(message, flush=True))
+    print(f"warm: {len(models.executor.models)} model(s), {models.kernel_count} compiled kernel signatures, "
+          f"{time.monotonic() - start:.1f} s; cache {os.environ.get('NUMBA_CACHE_DIR', 'beside the edgert package')}")
+    return 0
+
+
 def _add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="daemon endpoint (default %(default)s)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait per attempt (default 10)")
@@ -342,6 +365,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "bench": ("latency, start-up and memory of edgert against LiteRT, in the same run", _add_bench, _run_bench),
     "inspect": ("show a model's inputs, outputs, operators and what edgert can run", _add_inspect, _run_inspect),
     "serve": ("run the inference daemon (ZeroMQ) for the models in a config", _add_serve, _run_serve),
+    "warmup": ("compile the configured models' kernels into the numba cache (install time / ExecStartPre)",
+               _add_warmup, _run_warmup),
     "infer": ("send one inference request to a running daemon", _add_infer, _run_infer),
     "status": ("show a running daemon's health, request stats and memory", _add_status, _run_status),
     "tune": ("smallest arena budget per planner option for a config's models", _add_tune, _run_tune),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -172,21 +172,20 @@ def describe_unsupported(missing: list[tuple[OpContext, str]]) -> str:
     return f"unsupported operators ({len(missing)}):\n" + "\n".join(lines)
 
 
-def compiled_signature_count() -> int:
-    """Compiled numba signatures over every loaded kernel module (what `memory` reports as kernels)."""
+def compiled_signature_count(step_functions: Iterable[Callable] = ()) -> int:
+    """Compiled numba signatures of edgert's kernels in this process (what `memory` reports as kernels):
+    the module-level kernels of every loaded family plus kernels made by factories at bind time,
+    which the caller passes as its steps' functions."""
     import sys
 
     from numba.core.registry import CPUDispatcher
 
-    seen, count = set(), 0
+    found: dict[int, CPUDispatcher] = {}
     for name, module in list(sys.modules.items()):
-        if not name.startswith("edgert.kernels.") or module is None:
-            continue
-        for value in vars(module).values():
-            if isinstance(value, CPUDispatcher) and id(value) not in seen:
-                seen.add(id(value))
-                count += len(value.signatures)
-    return count
+        if name.startswith("edgert.kernels.") and module is not None:
+            found.update((id(v), v) for v in vars(module).values() if isinstance(v, CPUDispatcher))
+    found.update((id(f), f) for f in step_functions if isinstance(f, CPUDispatcher))
+    return sum(len(d.signatures) for d in found.values())
 
 
 def default_registry() -> KernelRegistry:

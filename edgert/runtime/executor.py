@@ -437,4 +437,4 @@ class Executor:
     def kernel_count(self) -> int:
         """How many compiled numba kernel signatures this process holds."""
         from edgert.kernels.registry import compiled_signature_count
-        return compiled_signature_count()
+        return compiled_signature_count(fn for m in self._models.values() for fn, _ in m.steps + m.init_steps)

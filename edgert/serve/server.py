@@ -40,13 +40,6 @@ STATUS_EVERY_S = 5.0
 
 # -- the loaded models -----------------------------------------------------------------------------
 
-def _spec_json(spec: Any) -> dict:
-    q = getattr(spec, "quantization", None)
-    return {"name": spec.name, "dtype": np.dtype(spec.dtype).name, "shape": list(spec.shape),
-            "quantization": None if q is None else {"scales": list(q.scales), "zero_points": list(q.zero_points),
-                                                     "quantized_dimension": q.quantized_dimension}}
-
-
 @dataclass
 class ModelSet:
     """One loaded generation of models: the executor and the facts the I/O thread needs about it."""
@@ -98,8 +91,8 @@ def load_models(config: Config, progress: Callable[[str], None] | None = None) -
         if need > config.max_message_bytes:
             raise RequestError(f"model {name!r} takes {need} bytes of input but server.max_message is "
                                f"{config.max_message_bytes}; raise it", kind="config")
-    description = {name: {"inputs": [_spec_json(s) for s in inputs[name]],
-                          "outputs": [_spec_json(s) for s in outputs[name]]} for name in executor.models}
+    description = {name: {"inputs": [s.to_json() for s in inputs[name]],
+                          "outputs": [s.to_json() for s in outputs[name]]} for name in executor.models}
     return ModelSet(config=config, executor=executor, inputs=inputs,
                     output_names={n: [s.name for s in o] for n, o in outputs.items()}, description=description,
                     kernel_count=int(executor.kernel_count()), load_seconds=time.monotonic() - start)
