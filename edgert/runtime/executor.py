@@ -142,7 +142,7 @@ class Executor:
         self.activation_bytes = max([p.activation_bytes for p in self.plans.values()]
                                     + [ip.activation_bytes for per in init_plans.values() for ip in per.values()])
         self.arena_bytes = self.persistent_bytes + self.activation_bytes
-        self._check_budget()
+        self._check_budget(graphs, (aliasing, strategy, order))
         self.arena = Arena(self.persistent_bytes, self.activation_bytes)
         self.load_seconds = time.perf_counter() - t0
         self._options = (aliasing, strategy, order)
@@ -194,17 +194,22 @@ class Executor:
         return plan(graph, budget=None, strategy=strategy, order=order, aliasing=aliasing, subgraph=subgraph,
                     kernel_info=lambda op: self.registry.info(OpContext.of(sg, op)))
 
-    def _check_budget(self) -> None:
+    def _check_budget(self, graphs: Mapping[str, Graph] | None = None, options: tuple | None = None) -> None:
         if self.budget is None or self.arena_bytes <= self.budget:
             return
+        if graphs is not None and len(graphs) == 1 and self.arena_bytes == next(iter(self.plans.values())).arena_bytes:
+            # One model: the planner's own error says what each planner option would need.
+            (name, graph), (aliasing, strategy, order) = next(iter(graphs.items())), options
+            sg = graph.main
+            plan(graph, budget=self.budget, strategy=strategy, order=order, aliasing=aliasing,
+                 kernel_info=lambda op: self.registry.info(OpContext.of(sg, op)))
         lower = self.persistent_bytes + max(p.lower_bound_bytes - p.persistent_bytes for p in self.plans.values())
         detail = ", ".join(f"{n}: {p.persistent_bytes:,} persistent + {p.activation_bytes:,} activations"
                            for n, p in self.plans.items())
-        hints = tuple(h for p in self.plans.values() for h in getattr(p, "hints", ()))
         raise BudgetExceeded(
             f"the models need a {self.arena_bytes:,}-byte arena but the budget is {self.budget:,} bytes "
             f"(lower bound {lower:,}; {detail}); raise the budget or serve fewer models per daemon",
-            needed=self.arena_bytes, lower_bound=lower, budget=self.budget, hints=hints)
+            needed=self.arena_bytes, lower_bound=lower, budget=self.budget)
 
     def _views(self, sg: Subgraph, p: MemoryPlan, persistent_offset: int,
                state: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
