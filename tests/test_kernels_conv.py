@@ -11,7 +11,7 @@ from edgert.kernels.conv import conv_geometry
 from edgert.kernels.registry import KernelRegistry, OpContext
 from edgert.model.reader import load_model
 from oneop import (assert_close_float, assert_no_allocation, bind_one, check_real_model_ops, family_registry,
-                   one_op_case, quant, run_one, shared_model)
+                   one_op_case, quant, run_edgert, run_one, shared_model)
 
 
 def registry() -> KernelRegistry:
@@ -159,6 +159,18 @@ def test_depthwise_without_bias_equals_zero_bias():
     specs = ([((1, 6, 6, 4), np.float32)], [((1, 6, 6, 4), np.float32)])
     ref = reference_outputs(build_one_op("DEPTHWISE_CONV_2D", *specs, options, {1: filt, 2: np.zeros(4, np.float32)}), [x])
     ours = run_one(build_one_op("DEPTHWISE_CONV_2D", *specs, options, {1: filt, 2: None}), [x], strided=True)
+    assert_close_float(ours[0], ref[0])
+
+
+def test_depthwise_on_two_threads_matches_reference():
+    # prange splits output rows over numba threads; each row is written by exactly one thread.
+    from edgert.runtime.threads import set_threads
+
+    model, inputs, ref = dw_case((1, 13, 11, 24), (3, 3), 1, (1, 1), "SAME", "RELU6")
+    try:
+        ours = run_edgert(model, inputs, threads=2)
+    finally:
+        set_threads(1)
     assert_close_float(ours[0], ref[0])
 
 

@@ -60,6 +60,7 @@ CONV_CASES = {
     "outer-3x3-s2-c3-relu6": ((1, 11, 10, 3), 16, 3, 3, dict(stride=(2, 2), act="RELU6")),
     "outer-1x1-c8-o17-relu": ((1, 6, 7, 8), 17, 1, 1, dict(act="RELU")),
     "outer-dilated-valid": ((1, 12, 11, 5), 20, 3, 2, dict(dilation=(2, 3), padding="VALID", act="RELU_N1_TO_1")),
+    "outer-1x1-c6-o24": ((1, 5, 7, 6), 24, 1, 1, dict(act="RELU6")),  # 4 + 2 input channels per pass
     "rows-1x1-c70-o9": ((2, 5, 5, 70), 9, 1, 1, dict(act="NONE")),
     "rows-1x1-c64-o33-tanh-is-no-clamp": ((1, 4, 6, 64), 33, 1, 1, dict(act="TANH")),
     "im2col-3x3-c16-o16": ((1, 9, 8, 16), 16, 3, 3, dict(act="RELU")),
@@ -113,6 +114,21 @@ def test_conv2d_int8_strided_output(name):
     out = run_one(model, [x], strided=True)[0]
     assert_close_quant(np.array(out), reference_outputs(model, [x])[0], 0.0)
     assert (out.base[..., :2] == 77).all() and (out.base[..., -3:] == 77).all()
+
+
+@pytest.mark.parametrize("name", ["outer-3x3-s2-c3-relu6", "outer-1x1-c8-o17-relu"])
+def test_conv2d_int8_outer_path_exact_on_two_threads(name):
+    # The outer path's prange splits output rows over numba threads, each with its own accumulator row.
+    from edgert.runtime.threads import set_threads
+
+    in_shape, o, kh, kw, kw_ = CONV_CASES[name]
+    model = conv_model(np.int8, (1, 12, 13, in_shape[3]), o, kh, kw, **kw_)
+    x = rand(np.int8, (1, 12, 13, in_shape[3]))
+    try:
+        ours = run_edgert(model, [x], threads=2)[0]
+    finally:
+        set_threads(1)
+    assert_close_quant(ours, reference_outputs(model, [x])[0], max_off_by_one_fraction=0.0)
 
 
 def test_conv2d_int8_reads_channel_sliced_input():

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numba
 import numpy as np
-from numba import njit
+from numba import get_thread_id, njit, prange
 
 from edgert.kernels.activations import activation_code, activation_range, activation_supported, clamp_code
 from edgert.kernels.fixedpoint import (
@@ -230,43 +231,61 @@ def _im2col(inp, col, r0, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl):
                 k += c
 
 
-@njit(nogil=True, cache=True)
-def _depthwise(inp, w, bias, has_bias, out, acc, sh, sw, dh, dw, pt, pl, mult, lo, hi):
-    # acc: scratch of out-channels floats, so the channel loop runs on contiguous memory.
+@njit(nogil=True, cache=True, parallel=True)
+def _depthwise(inp, w, bias, has_bias, out, sh, sw, dh, dw, pt, pl, mult, lo, hi):
+    # Why prange and only scalar N-D indexing (no row views): numba marks the arguments of a
+    # parfor body noalias when the body makes no array aliases, and only then does LLVM vectorize
+    # the channel loops without per-loop overlap checks and keep loads out of the stores' way.
+    # With threads=1 the prange runs on one thread (about 1 us launch cost). Interior pixels of a 3x3
+    # multiplier-1 filter (most depthwise layers) sum their 9 taps in registers, in the
+    # reference's (ky, kx) order; the rest accumulate into the output row, then add bias and clamp.
     n_b, h, wd, c = inp.shape
     kh, kw = w.shape[1], w.shape[2]
     oh, ow, oc = out.shape[1], out.shape[2], out.shape[3]
+    fast3 = kh == 3 and kw == 3 and mult == 1
     for n in range(n_b):
-        for oy in range(oh):
+        for oy in prange(oh):
             iy0 = oy * sh - pt
             # taps whose input row/column is inside the image (the rest read zero padding)
             ky0, ky1 = max(0, (dh - 1 - iy0) // dh), min(kh, (h - iy0 + dh - 1) // dh)
             for ox in range(ow):
                 ix0 = ox * sw - pl
                 kx0, kx1 = max(0, (dw - 1 - ix0) // dw), min(kw, (wd - ix0 + dw - 1) // dw)
+                if fast3 and ky0 == 0 and ky1 == 3 and kx0 == 0 and kx1 == 3:
+                    iy1, iy2 = iy0 + dh, iy0 + 2 * dh
+                    ix1, ix2 = ix0 + dw, ix0 + 2 * dw
+                    for ci in range(c):
+                        v = inp[n, iy0, ix0, ci] * w[0, 0, 0, ci]
+                        v += inp[n, iy0, ix1, ci] * w[0, 0, 1, ci]
+                        v += inp[n, iy0, ix2, ci] * w[0, 0, 2, ci]
+                        v += inp[n, iy1, ix0, ci] * w[0, 1, 0, ci]
+                        v += inp[n, iy1, ix1, ci] * w[0, 1, 1, ci]
+                        v += inp[n, iy1, ix2, ci] * w[0, 1, 2, ci]
+                        v += inp[n, iy2, ix0, ci] * w[0, 2, 0, ci]
+                        v += inp[n, iy2, ix1, ci] * w[0, 2, 1, ci]
+                        v += inp[n, iy2, ix2, ci] * w[0, 2, 2, ci]
+                        if has_bias:
+                            v += bias[ci]
+                        out[n, oy, ox, ci] = clamp(v, lo, hi)
+                    continue
                 for o in range(oc):
-                    acc[o] = np.float32(0.0)
+                    out[n, oy, ox, o] = np.float32(0.0)
                 for ky in range(ky0, ky1):
                     iy = iy0 + ky * dh
                     for kx in range(kx0, kx1):
                         ix = ix0 + kx * dw
-                        src = inp[n, iy, ix]
-                        wv = w[0, ky, kx]
                         if mult == 1:
                             for ci in range(c):
-                                acc[ci] += src[ci] * wv[ci]
+                                out[n, oy, ox, ci] += inp[n, iy, ix, ci] * w[0, ky, kx, ci]
                         else:
                             for ci in range(c):
-                                v = src[ci]
-                                base = ci * mult
                                 for m in range(mult):
-                                    acc[base + m] += v * wv[base + m]
-                dst = out[n, oy, ox]
+                                    out[n, oy, ox, ci * mult + m] += inp[n, iy, ix, ci] * w[0, ky, kx, ci * mult + m]
                 for o in range(oc):
-                    v = acc[o]
+                    v = out[n, oy, ox, o]
                     if has_bias:
                         v += bias[o]
-                    dst[o] = clamp(v, lo, hi)
+                    out[n, oy, ox, o] = clamp(v, lo, hi)
 
 
 @njit(nogil=True, cache=True)
@@ -504,10 +523,6 @@ def _dw_supports(ctx: OpContext) -> str | None:
             or fused_activation_problem(ctx) or _dw_geometry_problem(ctx))
 
 
-def _dw_scratch(ctx: OpContext) -> int:
-    return ctx.outputs[0].shape[3] * 4
-
-
 def _dw_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
     inp, w = ins[0], ins[1]
     b, has_bias = _float_bias(ins, 2)
@@ -515,9 +530,8 @@ def _dw_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) 
     p = _conv_params(ctx)
     # The multiplier follows from the shapes; the option is redundant and older converters left it 0.
     mult = w.shape[3] // inp.shape[3]
-    acc = f32_scratch(scratch, out.shape[3])
     return _depthwise, (
-        inp, w, b, has_bias, out, acc,
+        inp, w, b, has_bias, out,
         p["sh"], p["sw"], p["dh"], p["dw"], p["pt"], p["pl"], mult, *fused_clamp(ctx)[1:],
     )
 
@@ -869,42 +883,68 @@ def _qconv_im2col(inp, col, w2, bias_eff, w_off, out_rows, mult, shift, out_zp, 
         _qdot_rows(col[:n_rows], w2, bias_eff, w_off, out_rows, r0, mult, shift, out_zp, lo, hi, False, accs)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, parallel=True)
 def _qconv_outer(inp, w, wt, bias, out, acc, mult, shift, in_off, w_off, out_zp, lo, hi,
                  sh, sw, dh, dw, pt, pl):
-    # Vectorized over output channels: wt (scratch, [KH*KW*C, O] int32) is w + w_off repacked
-    # on each call, cheap next to the P*K*O multiply-adds this path is chosen for.
+    # Vectorized over output channels: wt (scratch, [KH*KW*C, O] int16) is w + w_off repacked
+    # on each call, cheap next to the P*K*O multiply-adds this path is chosen for. Four input
+    # channels per pass over the accumulator row quarter its loads and stores, and int16 weights
+    # let LLVM multiply with pmaddwd. prange over output rows (scalar indexing only, so numba
+    # marks the arrays noalias; see _depthwise); acc has a row per numba thread.
     n_o, kh, kw, c = w.shape
     for ky in range(kh):
         for kx in range(kw):
             for ci in range(c):
-                row = wt[(ky * kw + kx) * c + ci]
                 for o in range(n_o):
-                    row[o] = np.int32(w[o, ky, kx, ci]) + w_off
+                    wt[(ky * kw + kx) * c + ci, o] = np.int16(np.int32(w[o, ky, kx, ci]) + w_off)
     n_b, h, wd = inp.shape[0], inp.shape[1], inp.shape[2]
     oh, ow = out.shape[1], out.shape[2]
     for n in range(n_b):
-        for oy in range(oh):
+        for oy in prange(oh):
+            t = get_thread_id()
             iy0 = oy * sh - pt
             ky0, ky1 = max(0, (dh - 1 - iy0) // dh), min(kh, (h - iy0 + dh - 1) // dh)
             for ox in range(ow):
                 ix0 = ox * sw - pl
                 kx0, kx1 = max(0, (dw - 1 - ix0) // dw), min(kw, (wd - ix0 + dw - 1) // dw)
                 for o in range(n_o):
-                    acc[o] = bias[o]
+                    acc[t, o] = bias[o]
                 for ky in range(ky0, ky1):
                     iy = iy0 + ky * dh
                     for kx in range(kx0, kx1):
-                        src = inp[n, iy, ix0 + kx * dw]
-                        base = (ky * kw + kx) * c
-                        for ci in range(c):
-                            xv = np.int32(src[ci]) + in_off
-                            row = wt[base + ci]
+                        ix = ix0 + kx * dw
+                        k = (ky * kw + kx) * c
+                        ci = 0
+                        while ci + 4 <= c:
+                            x0 = np.int32(inp[n, iy, ix, ci]) + in_off
+                            x1 = np.int32(inp[n, iy, ix, ci + 1]) + in_off
+                            x2 = np.int32(inp[n, iy, ix, ci + 2]) + in_off
+                            x3 = np.int32(inp[n, iy, ix, ci + 3]) + in_off
+                            kk = k + ci
                             for o in range(n_o):
-                                acc[o] += xv * row[o]
-                dst = out[n, oy, ox]
+                                acc[t, o] += (x0 * np.int32(wt[kk, o]) + x1 * np.int32(wt[kk + 1, o])
+                                              + x2 * np.int32(wt[kk + 2, o]) + x3 * np.int32(wt[kk + 3, o]))
+                            ci += 4
+                        rem = c - ci
+                        kk = k + ci
+                        if rem == 3:
+                            x0 = np.int32(inp[n, iy, ix, ci]) + in_off
+                            x1 = np.int32(inp[n, iy, ix, ci + 1]) + in_off
+                            x2 = np.int32(inp[n, iy, ix, ci + 2]) + in_off
+                            for o in range(n_o):
+                                acc[t, o] += (x0 * np.int32(wt[kk, o]) + x1 * np.int32(wt[kk + 1, o])
+                                              + x2 * np.int32(wt[kk + 2, o]))
+                        elif rem == 2:
+                            x0 = np.int32(inp[n, iy, ix, ci]) + in_off
+                            x1 = np.int32(inp[n, iy, ix, ci + 1]) + in_off
+                            for o in range(n_o):
+                                acc[t, o] += x0 * np.int32(wt[kk, o]) + x1 * np.int32(wt[kk + 1, o])
+                        elif rem == 1:
+                            x0 = np.int32(inp[n, iy, ix, ci]) + in_off
+                            for o in range(n_o):
+                                acc[t, o] += x0 * np.int32(wt[kk, o])
                 for o in range(n_o):
-                    dst[o] = requantize(np.int64(acc[o]), mult[o], shift[o], out_zp, lo, hi, False)
+                    out[n, oy, ox, o] = requantize(np.int64(acc[t, o]), mult[o], shift[o], out_zp, lo, hi, False)
 
 
 def _qconv_ungrouped(ctx: OpContext) -> str | None:
@@ -937,11 +977,17 @@ def _qim2col_rows(ctx: OpContext) -> tuple[int, int]:
     return max(1, min(total, max(16, QIM2COL_TILE_BYTES // max(1, k)))), k
 
 
+def _outer_acc_offset(k: int, n_o: int) -> int:
+    """Byte offset of the outer path's accumulators in scratch: after the int16 weights, 64-aligned."""
+    return (k * n_o * 2 + 63) // 64 * 64
+
+
 def _qconv_scratch(ctx: OpContext) -> int:
     n_o, kh, kw, c = ctx.inputs[1].shape
     path = _qconv_path(ctx)
     if path == "outer":
-        return (kh * kw * c * n_o + n_o) * 4
+        # int16 repacked weights, then an int32 accumulator row per numba thread (prange)
+        return _outer_acc_offset(kh * kw * c, n_o) + numba.config.NUMBA_NUM_THREADS * n_o * 4
     rows, k = _qim2col_rows(ctx)
     # int32 row accumulators, then the im2col tile ("rows" falls back to it for a non-row-major input)
     return n_o * 4 + rows * k
@@ -959,8 +1005,10 @@ def _qconv_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | Non
     out_zp, lo, hi = quantized_out_range(ctx)
     path = _qconv_path(ctx)
     if path == "outer":
-        wt = _i32_scratch(scratch, kh * kw * c * n_o).reshape(kh * kw * c, n_o)
-        acc = _i32_scratch(scratch, n_o, kh * kw * c * n_o * 4)
+        k = kh * kw * c
+        wt = scratch[: k * n_o * 2].view(np.int16).reshape(k, n_o)
+        off = _outer_acc_offset(k, n_o)
+        acc = scratch[off : off + numba.config.NUMBA_NUM_THREADS * n_o * 4].view(np.int32).reshape(-1, n_o)
         return _qconv_outer, (inp, w, wt, _int32_or_zeros(bias, n_o), out, acc, mult, shift,
                               in_off, w_off, out_zp, lo, hi, p["sh"], p["sw"], p["dh"], p["dw"], p["pt"], p["pl"])
     k = kh * kw * c
@@ -1149,7 +1197,7 @@ def _qfc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None)
 def register(registry: KernelRegistry) -> None:
     """Add the float32 conv-family kernels, then their int8/uint8 counterparts."""
     registry.add(KernelEntry("CONV_2D", _conv_supports, _conv_bind, _conv_scratch, strided_output=True))
-    registry.add(KernelEntry("DEPTHWISE_CONV_2D", _dw_supports, _dw_bind, _dw_scratch, strided_output=True))
+    registry.add(KernelEntry("DEPTHWISE_CONV_2D", _dw_supports, _dw_bind, strided_output=True))
     registry.add(KernelEntry("TRANSPOSE_CONV", _tc_supports, _tc_bind, _tc_scratch, strided_output=True))
     registry.add(KernelEntry("FULLY_CONNECTED", _fc_supports, _fc_bind, strided_output=True))
     registry.add(KernelEntry("BATCH_MATMUL", _bmm_supports, _bmm_bind, strided_output=True))
