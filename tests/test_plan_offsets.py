@@ -116,3 +116,34 @@ def test_minimalloc_instance_beats_greedy_and_is_valid():
     check_solution(its, ours.offsets, 1)
     assert ours.peak < greedy.peak
     assert ours.peak <= 1_048_576
+
+
+def guillotine(seed: int, pieces: int, width: int = 64, height: int = 4096) -> list[Interval]:
+    """A perfect packing cut into `pieces` rectangles: lifetime = x range, size = y range. Every time
+    step is full, so the optimum peak is exactly `height` (= the lower bound)."""
+    import random
+
+    rng = random.Random(seed)
+    rects = [(0, width, 0, height)]
+    while len(rects) < pieces:
+        k = max(range(len(rects)), key=lambda k: (rects[k][1] - rects[k][0]) * (rects[k][3] - rects[k][2]) * rng.random())
+        x0, x1, y0, y1 = rects[k]
+        if rng.random() < 0.5 and x1 - x0 > 1:
+            c = rng.randint(x0 + 1, x1 - 1)
+            rects[k:k + 1] = [(x0, c, y0, y1), (c, x1, y0, y1)]
+        elif y1 - y0 > 1:
+            c = rng.randint(y0 + 1, y1 - 1)
+            rects[k:k + 1] = [(x0, x1, y0, c), (x0, x1, c, y1)]
+    return [Interval(k, x0, x1, y1 - y0) for k, (x0, x1, y0, y1) in enumerate(rects)]
+
+
+def test_search_packs_perfect_instances_that_greedy_cannot():
+    greedy_above = 0
+    for seed in range(6):
+        its = guillotine(seed, 60)
+        assert lower_bound(its, 1) == 4096
+        sol = solve(its, "default", align=1, time_limit=20.0)
+        check_solution(its, sol.offsets, 1)
+        assert sol.peak == 4096 and sol.proven_optimal
+        greedy_above += solve(its, "greedy", align=1).peak > 4096
+    assert greedy_above >= 4

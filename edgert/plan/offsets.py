@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from operator import add
+from itertools import compress
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Sequence
 
@@ -185,6 +185,54 @@ def _greedy_orders(lowers, uppers, sizes) -> dict[str, list[int]]:
 # Canonical-placement branch and bound (MiniMalloc)
 
 
+class _Part:
+    """Static data of one time-connected partition, shared by every search over it."""
+
+    def __init__(self, idx: list[int], lowers, uppers, sizes, over, total):
+        self.idx = idx
+        points = sorted({lowers[i] for i in idx} | {uppers[i] for i in idx})
+        pos = {p: k for k, p in enumerate(points)}
+        self.nsec = len(points) - 1
+        self.secs: dict[int, range] = {i: range(pos[lowers[i]], pos[uppers[i]]) for i in idx}
+        self.sec_members: list[list[int]] = [[] for _ in range(self.nsec)]
+        self.total = [0] * self.nsec  # bytes live per section
+        self.cuts = [0] * max(0, self.nsec - 1)  # buffers crossing boundary s|s+1
+        for i in idx:
+            r = self.secs[i]
+            for s in r:
+                self.sec_members[s].append(i)
+                self.total[s] += sizes[i]
+            for s in range(r.start, r.stop - 1):
+                self.cuts[s] += 1
+        self.lower_bound = max(self.total, default=0)
+        length = {i: uppers[i] - lowers[i] for i in idx}
+        area = {i: sizes[i] * length[i] for i in idx}
+        nover = {i: len(over[i]) for i in idx}
+        # Preordering keys, largest first (MiniMalloc's WAT/TAW/TWA and friends).
+        self.keys: list[Callable[[int], tuple]] = [
+            lambda i: (length[i], area[i], total[i], -i),
+            lambda i: (total[i], area[i], length[i], -i),
+            lambda i: (total[i], length[i], area[i], -i),
+            lambda i: (uppers[i], length[i], -i),  # latest end first
+            lambda i: (-lowers[i], sizes[i], -i),  # earliest start, largest first
+            lambda i: (nover[i], sizes[i], -i),  # most overlaps first
+            lambda i: (uppers[i], lowers[i], -i),
+            lambda i: (total[i], area[i], -i),
+            lambda i: (sizes[i], total[i], length[i], -i),
+            lambda i: (lowers[i], length[i], -i),  # latest start first
+        ]
+
+    def fixed_orders(self) -> list[list[int]]:
+        return [sorted(self.idx, key=k, reverse=True) for k in self.keys]
+
+    def random_order(self, rng: random.Random, noise: float = 0.1) -> list[int]:
+        """A preorder whose leading key is scaled by a random factor per buffer: small enough to
+        keep the heuristic's shape, large enough that each dive commits differently."""
+        k = self.keys[rng.choice((0, 0, 1, 2, 3, 4, 5, 8))]
+        w = {i: rng.uniform(1.0 - noise, 1.0 + noise) for i in self.idx}
+        return sorted(self.idx, key=lambda i: (k(i)[0] * w[i], k(i)[1:]), reverse=True)
+
+
 class _Search:
     """Decision search: is there a placement of one time-connected partition within `capacity`?
 
@@ -197,43 +245,31 @@ class _Search:
     independent subproblems solved one after the other (dynamic decomposition).
 
     Hot loops run over lists with C-level builtins: a buffer's sort key packs (lowest offset,
-    preorder rank) into one int.
+    preorder rank) into one int, each node re-sorts its parent's (nearly sorted) list, and the
+    lowest top edge of the unplaced buffers is kept per buffer (`height`).
     """
 
-    def __init__(self, idx: list[int], lowers, uppers, sizes, over, align: int, capacity: int,
-                 deadline: float, node_limit: int, preorder: list[int]):
+    def __init__(self, part: _Part, sizes, over, align: int, capacity: int, deadline: float,
+                 node_limit: int, preorder: list[int]):
         n = len(sizes)
-        self.idx = idx
+        self.part = part
         self.sizes = sizes
         self.align = align
         self.capacity = capacity
         self.deadline = deadline
         self.nodes_left = node_limit
         self.over = over
-        points = sorted({lowers[i] for i in idx} | {uppers[i] for i in idx})
-        pos = {p: k for k, p in enumerate(points)}
-        self.nsec = len(points) - 1
-        self.secs: list = [None] * n
-        for i in idx:
-            self.secs[i] = range(pos[lowers[i]], pos[uppers[i]])
-        self.sec_members: list[list[int]] = [[] for _ in range(self.nsec)]
-        self.total = [0] * self.nsec
-        self.cuts = [0] * max(0, self.nsec - 1)  # unplaced buffers crossing boundary s|s+1
-        for i in idx:
-            r = self.secs[i]
-            for s in r:
-                self.sec_members[s].append(i)
-                self.total[s] += sizes[i]
-            for s in range(r.start, r.stop - 1):
-                self.cuts[s] += 1
+        self.secs = part.secs
+        self.sec_members = part.sec_members
+        self.total = list(part.total)
+        self.cuts = list(part.cuts)
         self.shift = max(1, n.bit_length())
         self.pre = [0] * n
         for k, i in enumerate(preorder):
             self.pre[i] = k
         self.key = list(self.pre)  # (lowest offset << shift) | preorder rank; offsets start at 0
-        self.flags = bytearray(n)  # 1 = unplaced
-        for i in idx:
-            self.flags[i] = 1
+        self.height = list(sizes)  # lowest offset + size
+        self.preorder = preorder
         self.offsets: dict[int, int] = {}
         self.result: dict[int, int] = {}
         self.timed_out = False
@@ -241,9 +277,9 @@ class _Search:
         self.nodes = 0
 
     def run(self) -> bool:
-        return self._node(set(self.idx), 0, self.nsec, -1)
+        return self._node(list(self.preorder), 0, self.part.nsec, -1)
 
-    def _node(self, todo: set, lo: int, hi: int, min_key: int) -> bool:
+    def _node(self, ordering: list[int], lo: int, hi: int, min_key: int) -> bool:
         self.nodes += 1
         self.nodes_left -= 1
         if self.nodes_left < 0:
@@ -252,78 +288,80 @@ class _Search:
         if (self.nodes & 63) == 0 and time.perf_counter() > self.deadline:
             self.timed_out = True
             return False
-        if not todo:
+        if not ordering:
             self.result.update(self.offsets)
             return True
-        key, sizes, pre, sh = self.key, self.sizes, self.pre, self.shift
-        ordering = sorted(todo, key=key.__getitem__)
-        offs = [key[i] >> sh for i in ordering]
-        min_height = min(map(add, offs, map(sizes.__getitem__, ordering)))
+        key, height, sizes, pre, sh = self.key, self.height, self.sizes, self.pre, self.shift
+        ordering.sort(key=key.__getitem__)  # the parent's order with a few keys raised: nearly sorted
+        min_height = min(map(height.__getitem__, ordering))
         cap = self.capacity
         total, cuts, secs_of = self.total, self.cuts, self.secs
-        members, flags, over = self.sec_members, self.flags, self.over
-        get_key, is_unplaced = key.__getitem__, flags.__getitem__
+        members, over = self.sec_members, self.over
+        get_key = key.__getitem__
+        placed_key = (cap + self.align) << sh  # a placed buffer's key: above every bound and top tested below
         # Later placements in this subproblem sit at or above the current offset (canonical order),
         # so every section must still have room for its remaining bytes above that offset.
         room = cap - max(total[lo:hi])
-        for i, off in zip(ordering, offs):
+        for p, i in enumerate(ordering):
+            ki = key[i]
+            off = ki >> sh
             if off >= min_height or off > room:
                 break  # later candidates leave a gap another buffer must fill, or cannot fit
-            ki = key[i]
             if ki < min_key:
                 continue  # canonical order: never below the previous placement
             size = sizes[i]
-            height = off + size
-            if height > cap:
+            h = off + size
+            if h > cap:
                 continue
             # Place i; record what changes so it can be undone.
             self.offsets[i] = off
-            flags[i] = 0
-            todo.discard(i)
+            key[i] = placed_key
             secs = secs_of[i]
             a, b = secs.start, secs.stop
             saved_total = total[a:b]
             total[a:b] = [t - size for t in saved_total]
             changed = []
-            top = align_up(height, self.align)
+            top = -(-h // self.align) * self.align
             top_key = top << sh
             a_lo, a_hi = a, b
             for j in over[i]:
-                if flags[j] and key[j] < top_key:
+                if key[j] < top_key:  # unplaced and below i's top
                     changed.append((j, key[j]))
                     key[j] = top_key | pre[j]
+                    height[j] = top + sizes[j]
                     r = secs_of[j]
                     if r.start < a_lo:
                         a_lo = r.start
                     if r.stop > a_hi:
                         a_hi = r.stop
-            ok = True
-            if changed:
-                # Nothing in a section can sit below the lowest offset its remaining buffers can
-                # take: if that leaves too little room for the bytes still to place there, prune.
-                lim = cap - top
-                for s in range(a_lo, a_hi):
-                    t = total[s]
-                    if t > lim:
-                        below = (cap - t + 1) << sh
-                        if not any(map(below.__gt__, map(get_key, filter(is_unplaced, members[s])))):
-                            ok = False
-                            break
+            # Nothing in a section can sit below the lowest offset its remaining buffers can
+            # take: if that leaves too little room for the bytes still to place there, prune.
+            # In i's own sections every remaining buffer meets i, so that offset is >= top.
+            lim = cap - top  # negative when i ends at cap and cap is not aligned
+            left = max(total[a:b])
+            ok = left <= lim or not left
+            if ok and changed and max(total[a_lo:a_hi]) > lim:
+                for s in compress(range(a_lo, a_hi), map(lim.__lt__, total[a_lo:a_hi])):
+                    below = (cap - total[s] + 1) << sh
+                    if not any(map(below.__gt__, map(get_key, members[s]))):
+                        ok = False
+                        break
             found = False
             if ok:
+                child = ordering[:p] + ordering[p + 1:]
                 saved_cuts = cuts[a:b - 1]
                 cuts[a:b - 1] = [c - 1 for c in saved_cuts]
                 if 1 not in saved_cuts:
-                    found = self._node(todo, lo, hi, ki)
+                    found = self._node(child, lo, hi, ki)
                 else:
                     cutpoints = [a + 1 + k for k, c in enumerate(saved_cuts) if c == 1]
-                    found = self._split(todo, lo, hi, cutpoints)
+                    found = self._split(child, lo, hi, cutpoints)
                 cuts[a:b - 1] = saved_cuts
             total[a:b] = saved_total
             for j, k in reversed(changed):
                 key[j] = k
-            flags[i] = 1
-            todo.add(i)
+                height[j] = (k >> sh) + sizes[j]
+            key[i] = ki
             del self.offsets[i]
             if found or self.timed_out or self.aborted:
                 return found
@@ -331,12 +369,13 @@ class _Search:
                 break  # i constrained nobody, so no other choice here can do better (hatless pruning)
         return False
 
-    def _split(self, todo: set, lo: int, hi: int, cutpoints: list[int]) -> bool:
+    def _split(self, todo: list[int], lo: int, hi: int, cutpoints: list[int]) -> bool:
         """Solve the independent pieces between cut points; all must succeed."""
         bounds = [lo] + [c for c in cutpoints if lo < c < hi] + [hi]
+        secs = self.secs
         groups = []
         for a, b in zip(bounds, bounds[1:]):
-            g = {i for i in todo if self.secs[i].start < b and a < self.secs[i].stop}
+            g = [i for i in todo if secs[i].start < b and a < secs[i].stop]
             if g:
                 groups.append((g, a, b))
         if not groups:
@@ -360,64 +399,80 @@ def _partitions(lowers, uppers, idx: list[int]) -> list[list[int]]:
     return parts
 
 
-def _preorders(idx, lowers, uppers, sizes, total, over, round_no: int) -> list[list[int]]:
-    """Static buffer orderings to try (a portfolio: each instance tends to fall to one of them),
-    plus a few randomly perturbed ones that change with the round."""
-    length = {i: uppers[i] - lowers[i] for i in idx}
-    area = {i: sizes[i] * length[i] for i in idx}
-    nover = {i: len(over[i]) for i in idx}
-    keys: list[Callable[[int], tuple]] = [
-        lambda i: (-length[i], -area[i], -total[i], i),  # MiniMalloc's WAT
-        lambda i: (-total[i], -area[i], -length[i], i),  # TAW
-        lambda i: (-total[i], -length[i], -area[i], i),  # TWA
-        lambda i: (-uppers[i], -length[i], i),  # latest end first
-        lambda i: (lowers[i], -sizes[i], i),  # earliest start, largest first
-        lambda i: (-nover[i], -sizes[i], i),  # most overlaps first
-        lambda i: (-uppers[i], -lowers[i], i),
-        lambda i: (-total[i], -area[i], i),
-        lambda i: (-sizes[i], -total[i], -length[i], i),
-        lambda i: (-lowers[i], -length[i], i),  # latest start first
-    ]
-    out = [sorted(idx, key=k) for k in keys]
-    rng = random.Random(round_no)
-    for base in (0, 1, 3, 0, 1, 3):
-        w = {i: rng.uniform(0.9, 1.1) for i in idx}
-        k = keys[base]
-        out.append(sorted(idx, key=lambda i: (k(i)[0] * w[i], k(i)[1:])))
-    return out
+class _Portfolio:
+    """Anytime search over partitions: each partition keeps its best placement, its peak and a
+    proven lower bound on its peak; `attempt(target)` tries to bring every partition to `target`.
 
+    Two kinds of runs per partition, both with the same search: the fixed preorders with a node
+    limit that doubles per round (these can prove a target infeasible), and short randomized
+    dives. Successful searches at these targets mostly run with hardly any backtracking, while a
+    failing preorder tends to fail for millions of nodes (a heavy tail), so many short dives
+    with perturbed preorders find solutions that long runs of one preorder do not.
+    """
 
-def _search_capacity(parts, lowers, uppers, sizes, over, total, align, capacity, deadline, node_limit,
-                     round_no: int, stats: dict, portfolio: slice = slice(None),
-                     solved: dict | None = None) -> tuple[dict[int, int] | None, bool]:
-    """(offsets within `capacity` or None, proven infeasible). Every ordering of the portfolio
-    gets `node_limit` nodes per partition; the first to succeed wins. `solved` keeps partitions
-    already placed within a capacity, so later rounds spend their nodes on the hard ones."""
-    offsets: dict[int, int] = {}
-    solved = {} if solved is None else solved
-    for p, part in enumerate(parts):
-        done = [v for (q, c), v in solved.items() if q == p and c <= capacity]
-        if done:
-            offsets.update(done[0])
-            continue
-        found = None
-        for k, order in enumerate(_preorders(part, lowers, uppers, sizes, total, over, round_no)[portfolio]):
-            search = _Search(part, lowers, uppers, sizes, over, align, capacity, deadline, node_limit, order)
-            ok = search.run()
-            stats["nodes"] = stats.get("nodes", 0) + search.nodes
-            if ok:
-                found = search.result
-                stats["found_by"] = (round_no, k, search.nodes)
-                break
-            if search.timed_out:
-                return None, False
-            if not search.aborted:
-                return None, True  # the search was complete: nothing fits this capacity
-        if found is None:
-            return None, False
-        solved[(p, capacity)] = found
-        offsets.update(found)
-    return offsets, False
+    def __init__(self, parts: list[_Part], sizes, over, align: int, deadline: float, start_offsets: list[int],
+                 stats: dict):
+        self.parts = parts
+        self.sizes = sizes
+        self.over = over
+        self.align = align
+        self.deadline = deadline
+        self.stats = stats
+        self.best: list[dict[int, int]] = []
+        self.peak: list[int] = []
+        self.lo = [p.lower_bound for p in parts]
+        for p in parts:
+            self.best.append({i: start_offsets[i] for i in p.idx})
+            self.peak.append(max(start_offsets[i] + sizes[i] for i in p.idx))
+        self.rng = random.Random(0)  # fixed seed: the same instance gives the same plan
+        self.fixed = [p.fixed_orders() for p in parts]
+
+    def _run(self, k: int, cap: int, limit: int, order: list[int]) -> bool | None:
+        """True: placed within cap; False: gave up; None: proved nothing fits within cap."""
+        s = _Search(self.parts[k], self.sizes, self.over, self.align, cap, self.deadline, limit, order)
+        ok = s.run()
+        self.stats["nodes"] = self.stats.get("nodes", 0) + s.nodes
+        self.stats["searches"] = self.stats.get("searches", 0) + 1
+        if ok:
+            res = s.result
+            self.best[k] = res
+            self.peak[k] = max(res[i] + self.sizes[i] for i in self.parts[k].idx)
+            return True
+        if not s.timed_out and not s.aborted:
+            self.lo[k] = max(self.lo[k], cap + 1)
+            return None
+        return False
+
+    def attempt(self, target: int, limit_factor: float, dives: int, fixed: bool, n_fixed: int = 10) -> bool:
+        """Bring every partition to a peak <= target; stop at the first one that stays above."""
+        for k, part in enumerate(self.parts):
+            if self.peak[k] <= target:
+                continue
+            if self.lo[k] > target or time.perf_counter() > self.deadline:
+                return False
+            m = len(part.idx)
+            done = False
+            if fixed:
+                for order in self.fixed[k][:n_fixed]:
+                    got = self._run(k, target, int(limit_factor * m), order)
+                    if got is None or time.perf_counter() > self.deadline:
+                        return False
+                    if got:
+                        done = True
+                        break
+            for _ in range(0 if done else dives):
+                got = self._run(k, target, int(1.5 * m) + 8, part.random_order(self.rng))
+                if got is None or time.perf_counter() > self.deadline:
+                    return False
+                if got:
+                    done = True
+                    break
+            if not done:
+                return False
+        return True
+
+    def overall(self) -> tuple[int, int]:
+        return max(self.lo), max(self.peak)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,49 +537,46 @@ def solve(intervals: Sequence[Interval], strategy: str = "default", *, align: in
         return finish(best or [], strategy)
     deadline = start + time_limit
     total = _section_totals(lowers, uppers, sizes)
-    parts = _partitions(lowers, uppers, list(range(n)))
-    # Rounds of decision searches with a node limit that doubles each round: at the lower bound
-    # (often feasible, and then optimal) with the whole portfolio, then halfway between it and
-    # the best peak known with a few orderings, so a good placement keeps tightening meanwhile.
-    lo, hi = lb, best_peak
-    limit = max(64, n)
+    parts = [_Part(p, lowers, uppers, sizes, over, total) for p in _partitions(lowers, uppers, list(range(n)))]
+    pf = _Portfolio(parts, sizes, over, align, deadline, best, stats)
+    # Rounds until the time limit: at the lower bound (often feasible, and then optimal) the fixed
+    # preorders with a node limit that doubles per round plus as many nodes of random dives; then
+    # dives at a target between a soft floor and the best peak, so a good placement keeps
+    # tightening meanwhile. A failed target raises the soft floor (the next one is easier); the
+    # floor drops back to the lower bound once it is close to the best peak.
+    factor = 2.0
     round_no = 0
+    soft = lb
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old_limit, 4 * n + 1000))  # the search recurses once per placed buffer
-
-    solved: dict = {}
-
-    def attempt(cap: int, portfolio: slice) -> bool | None:
-        """True: found (hi lowered); False: not found; None: proven infeasible."""
-        nonlocal best, best_peak, hi
-        found, infeasible = _search_capacity(parts, lowers, uppers, sizes, over, total, align, cap,
-                                             deadline, limit, round_no, stats, portfolio, solved)
-        if found is None:
-            return None if infeasible else False
-        offs = [found[j] for j in range(n)]
-        peak = max(offs[j] + sizes[j] for j in range(n))
-        if peak < best_peak:
-            best, best_peak = offs, peak
-        hi = min(hi, peak)
-        return True
-
     try:
-        while lo < hi and time.perf_counter() < deadline:
-            got = attempt(lo, slice(None))
-            if got is None:
-                lo += 1
-            cap = (lo + hi) // 2
-            if not got and lo < cap < hi and time.perf_counter() < deadline:
-                if attempt(cap, slice(0, 4)) is None:
-                    lo = cap + 1
-            limit *= 2
+        while time.perf_counter() < deadline:
+            lo, hi = max(lb, pf.overall()[0]), pf.overall()[1]
+            if lo >= hi:
+                break
+            soft = max(soft, lo)
+            if hi - soft <= max(1, (hi - lo) // 32):
+                soft = lo
+            mid = (soft + hi) // 2
+            if soft < mid < hi and not pf.attempt(mid, factor, dives=2, fixed=True, n_fixed=4):
+                soft = mid
+            lo, hi = max(lb, pf.overall()[0]), pf.overall()[1]
+            if lo >= hi or time.perf_counter() >= deadline:
+                break
+            pf.attempt(lo, factor, dives=max(6, int(factor * 2)), fixed=True)
+            factor *= 2
             round_no += 1
     finally:
         sys.setrecursionlimit(old_limit)
-    proven = lo >= hi
-    stats["node_limit"] = limit
+    lo, hi = max(lb, pf.overall()[0]), pf.overall()[1]
+    if hi < best_peak:
+        best = [0] * n
+        for placed in pf.best:
+            for j, off in placed.items():
+                best[j] = off
+    stats["node_factor"] = factor
     stats["rounds"] = round_no
-    return finish(best, strategy, proven)
+    return finish(best, strategy, lo >= hi)
 
 
 def read_intervals_csv(path: str) -> list[Interval]:
