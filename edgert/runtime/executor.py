@@ -439,6 +439,11 @@ class Executor:
             for fn, args in self._model(name).init_steps:
                 fn(*args)
 
+    def claim_thread(self) -> None:
+        """Apply the `threads` setting to the calling thread (numba's count is per thread): call it once
+        from the thread that will run requests, if that is not the one that built the executor."""
+        set_threads(self.threads)
+
     def kernel_count(self) -> int:
         """How many compiled numba kernel signatures this process holds."""
         from edgert.kernels.registry import compiled_signature_count

@@ -198,6 +198,7 @@ class _Compute(threading.Thread):
         self._sock.connect(address)
 
     def run(self) -> None:
+        self.models.executor.claim_thread()
         try:
             while True:
                 try:
@@ -211,6 +212,7 @@ class _Compute(threading.Thread):
                 if isinstance(job, _Swap):
                     old, self.models = self.models, job.models
                     del old  # the old executor's arena is freed once the I/O thread drops it too
+                    self.models.executor.claim_thread()
                     continue
                 self._run(job)
         finally:
