@@ -69,6 +69,22 @@ def test_aligned_lower_bound_counts_padding_below_the_top():
     assert sol.peak == 1000
 
 
+def test_aligned_buffers_packed_exactly_to_capacity():
+    # A perfect packing in 64-byte units: sizes are multiples of 64, the bound is exactly 64 * 64
+    # bytes, so the buffers at the top must end exactly at capacity (a node whose aligned top
+    # equals capacity used to be treated as over it).
+    hits = 0
+    for seed in range(4):
+        its = [Interval(it.id, it.lower, it.upper, 64 * it.size) for it in guillotine(seed, 30, height=64)]
+        assert lower_bound(its, 64) == 4096
+        sol = solve(its, "default", align=64, time_limit=10.0)
+        check_solution(its, sol.offsets, 64)
+        assert sol.peak == 4096 and sol.proven_optimal
+        check_solution(its, sol.offsets, 64, capacity=4096)
+        hits += solve(its, "greedy", align=64).peak > 4096
+    assert hits >= 1
+
+
 def test_greedy_is_best_fit_largest_first():
     # TFLite's GreedyBySize: 'big' goes first at 0; 'mid' cannot share its time, so sits above it;
     # 'small' (later in time) fits in the smallest gap that holds it.

@@ -2,6 +2,7 @@
 
 Usage: python tools/bench_planner.py [--models DIR] [--minimalloc DIR] [--time-limit S]
        [--mm-time-limit S] [--out docs/planner.md] [--no-kernel-info]
+       [--skip-minimalloc | --minimalloc-only]
 
 Plans use the kernel registry's answers (scratch bytes, in-place inputs, strided outputs) unless
 --no-kernel-info, so every figure includes kernel scratch. Times are wall-clock on this machine,
@@ -166,7 +167,14 @@ def main() -> int:
                     help="markdown file; text above a line '<!-- bench -->' is kept, the rest replaced")
     ap.add_argument("--no-kernel-info", action="store_true")
     ap.add_argument("--skip-minimalloc", action="store_true")
+    ap.add_argument("--minimalloc-only", action="store_true",
+                    help="only the MiniMalloc set: print its table, leave the --out file alone")
     args = ap.parse_args()
+    if args.minimalloc_only:
+        mm = bench_minimalloc(Path(args.minimalloc), args.mm_time_limit)
+        table = markdown([], mm, args).split("### MiniMalloc challenging set")[1]
+        print("### MiniMalloc challenging set" + table)
+        return 0
     _, rows = bench_models(Path(args.models), args.time_limit, not args.no_kernel_info)
     mm = [] if args.skip_minimalloc else bench_minimalloc(Path(args.minimalloc), args.mm_time_limit)
     text = markdown(rows, mm, args)

@@ -279,6 +279,35 @@ class _Search:
     def run(self) -> bool:
         return self._node(list(self.preorder), 0, self.part.nsec, -1)
 
+    def replay(self, prefix: list[int]) -> bool:
+        """Place `prefix` in order, each at its lowest offset, with no search; False if one ends above capacity.
+
+        The remaining buffers can then be searched (`resume`) on top of this fixed floor.
+        """
+        key, height, sizes, pre, sh, align = self.key, self.height, self.sizes, self.pre, self.shift, self.align
+        placed_key = (self.capacity + align) << sh
+        total, cuts = self.total, self.cuts
+        for i in prefix:
+            off = key[i] >> sh
+            size = sizes[i]
+            if off + size > self.capacity:
+                return False
+            self.offsets[i] = off
+            key[i] = placed_key
+            r = self.secs[i]
+            total[r.start:r.stop] = [t - size for t in total[r.start:r.stop]]
+            cuts[r.start:r.stop - 1] = [c - 1 for c in cuts[r.start:r.stop - 1]]
+            top = -(-(off + size) // align) * align
+            top_key = top << sh
+            for j in self.over[i]:
+                if key[j] < top_key:
+                    key[j] = top_key | pre[j]
+                    height[j] = top + sizes[j]
+        return True
+
+    def resume(self, rest: list[int]) -> bool:
+        return self._node(list(rest), 0, self.part.nsec, -1)
+
     def _node(self, ordering: list[int], lo: int, hi: int, min_key: int) -> bool:
         self.nodes += 1
         self.nodes_left -= 1
@@ -471,6 +500,37 @@ class _Portfolio:
                 return False
         return True
 
+    def repair(self, k: int, target: int, rng: random.Random) -> bool:
+        """Large-neighbourhood move on partition k's best placement: keep a floor of it (the buffers
+        below a random level, and those outside a random time window around a buffer at the peak),
+        re-place the floor at its lowest offsets, and search the rest within `target` with a short
+        node limit. Targets at the current peak are accepted too: such sideways moves reshape the
+        placement, which later moves need to get below a peak that single moves cannot."""
+        part, best, sizes = self.parts[k], self.best[k], self.sizes
+        peak = self.peak[k]
+        level = peak * rng.choice((0.0, rng.uniform(0.2, 0.95), rng.uniform(0.5, 0.95)))
+        canon = sorted(part.idx, key=lambda i: (best[i], -sizes[i]))
+        if rng.random() < 0.5:
+            c = rng.choice([i for i in part.idx if best[i] + sizes[i] == peak])
+            r, nsec = part.secs[c], part.nsec
+            w = max(1, int(nsec * rng.uniform(0.02, 0.3)))
+            a, b = max(0, r.start - rng.randint(0, w)), min(nsec, r.stop + rng.randint(0, w))
+            secs = part.secs
+            keep = [best[i] < level or secs[i].stop <= a or secs[i].start >= b for i in canon]
+        else:
+            keep = [best[i] < level for i in canon]
+        prefix = list(compress(canon, keep))
+        rest = set(canon) - set(prefix)
+        order = [i for i in part.random_order(rng) if i in rest]
+        s = _Search(part, sizes, self.over, self.align, target, self.deadline, int(1.5 * len(order)) + 8, order)
+        ok = s.replay(prefix) and s.resume(order)
+        self.stats["nodes"] = self.stats.get("nodes", 0) + s.nodes
+        self.stats["repairs"] = self.stats.get("repairs", 0) + 1
+        if ok:
+            self.best[k] = s.result
+            self.peak[k] = max(s.result[i] + sizes[i] for i in part.idx)
+        return ok
+
     def overall(self) -> tuple[int, int]:
         return max(self.lo), max(self.peak)
 
@@ -550,7 +610,10 @@ def solve(intervals: Sequence[Interval], strategy: str = "default", *, align: in
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old_limit, 4 * n + 1000))  # the search recurses once per placed buffer
     try:
-        while time.perf_counter() < deadline:
+        # Share of the time for the portfolio's rounds; the rest goes to local repair of the best
+        # placement (which the rounds rarely improve once they stall above the bound).
+        rounds_end = start + 0.5 * time_limit
+        while time.perf_counter() < rounds_end:
             lo, hi = max(lb, pf.overall()[0]), pf.overall()[1]
             if lo >= hi:
                 break
@@ -566,6 +629,24 @@ def solve(intervals: Sequence[Interval], strategy: str = "default", *, align: in
             pf.attempt(lo, factor, dives=max(6, int(factor * 2)), fixed=True)
             factor *= 2
             round_no += 1
+        rng = random.Random(1)
+        while time.perf_counter() < deadline:
+            lo, hi = max(lb, pf.overall()[0]), pf.overall()[1]
+            if lo >= hi:
+                break
+            for k in range(len(parts)):
+                floor = max(lb, pf.lo[k]) if len(parts) == 1 else pf.lo[k]
+                peak = pf.peak[k]
+                if peak <= floor or peak < hi:
+                    continue  # only partitions at the overall peak can lower it
+                if rng.random() < 0.4:
+                    target = peak
+                else:
+                    step = max(align, int((peak - floor) * rng.choice((0.02, 0.05, 0.1, 0.2))))
+                    target = max(floor, peak - step)
+                pf.repair(k, target, rng)
+                if time.perf_counter() >= deadline:
+                    break
     finally:
         sys.setrecursionlimit(old_limit)
     lo, hi = max(lb, pf.overall()[0]), pf.overall()[1]
