@@ -456,9 +456,10 @@ class _Portfolio:
         self.rng = random.Random(0)  # fixed seed: the same instance gives the same plan
         self.fixed = [p.fixed_orders() for p in parts]
 
-    def _run(self, k: int, cap: int, limit: int, order: list[int]) -> bool | None:
+    def _run(self, k: int, cap: int, limit: int, order: list[int], deadline: float | None = None) -> bool | None:
         """True: placed within cap; False: gave up; None: proved nothing fits within cap."""
-        s = _Search(self.parts[k], self.sizes, self.over, self.align, cap, self.deadline, limit, order)
+        s = _Search(self.parts[k], self.sizes, self.over, self.align, cap,
+                    self.deadline if deadline is None else deadline, limit, order)
         ok = s.run()
         self.stats["nodes"] = self.stats.get("nodes", 0) + s.nodes
         self.stats["searches"] = self.stats.get("searches", 0) + 1
@@ -472,26 +473,28 @@ class _Portfolio:
             return None
         return False
 
-    def attempt(self, target: int, limit_factor: float, dives: int, fixed: bool, n_fixed: int = 10) -> bool:
-        """Bring every partition to a peak <= target; stop at the first one that stays above."""
+    def attempt(self, target: int, limit_factor: float, dives: int, fixed: bool, n_fixed: int = 10,
+                deadline: float | None = None) -> bool:
+        """Bring every partition to a peak <= target by `deadline`; stop at the first one that stays above."""
+        deadline = self.deadline if deadline is None else min(deadline, self.deadline)
         for k, part in enumerate(self.parts):
             if self.peak[k] <= target:
                 continue
-            if self.lo[k] > target or time.perf_counter() > self.deadline:
+            if self.lo[k] > target or time.perf_counter() > deadline:
                 return False
             m = len(part.idx)
             done = False
             if fixed:
                 for order in self.fixed[k][:n_fixed]:
-                    got = self._run(k, target, int(limit_factor * m), order)
-                    if got is None or time.perf_counter() > self.deadline:
+                    got = self._run(k, target, int(limit_factor * m), order, deadline)
+                    if got is None or time.perf_counter() > deadline:
                         return False
                     if got:
                         done = True
                         break
             for _ in range(0 if done else dives):
-                got = self._run(k, target, int(1.5 * m) + 8, part.random_order(self.rng))
-                if got is None or time.perf_counter() > self.deadline:
+                got = self._run(k, target, int(1.5 * m) + 8, part.random_order(self.rng), deadline)
+                if got is None or time.perf_counter() > deadline:
                     return False
                 if got:
                     done = True
@@ -500,12 +503,19 @@ class _Portfolio:
                 return False
         return True
 
-    def repair(self, k: int, target: int, rng: random.Random) -> bool:
+    def dive(self, k: int, target: int, rng: random.Random) -> bool:
+        """One short randomized search of partition k from scratch within `target`."""
+        part = self.parts[k]
+        return bool(self._run(k, target, int(1.5 * len(part.idx)) + 8, part.random_order(rng)))
+
+    def repair(self, k: int, target: int, rng: random.Random, strict_p: float = 1.0) -> bool:
         """Large-neighbourhood move on partition k's best placement: keep a floor of it (the buffers
         below a random level, and those outside a random time window around a buffer at the peak),
         re-place the floor at its lowest offsets, and search the rest within `target` with a short
         node limit. Targets at the current peak are accepted too: such sideways moves reshape the
-        placement, which later moves need to get below a peak that single moves cannot."""
+        placement, which later moves need to get below a peak that single moves cannot. With
+        probability `strict_p` a sideways move must not crowd the top more (`_crowding`), which
+        steers the walk towards placements a down move can improve; the rest are free, to escape."""
         part, best, sizes = self.parts[k], self.best[k], self.sizes
         peak = self.peak[k]
         level = peak * rng.choice((0.0, rng.uniform(0.2, 0.95), rng.uniform(0.5, 0.95)))
@@ -522,17 +532,96 @@ class _Portfolio:
         prefix = list(compress(canon, keep))
         rest = set(canon) - set(prefix)
         order = [i for i in part.random_order(rng) if i in rest]
-        s = _Search(part, sizes, self.over, self.align, target, self.deadline, int(1.5 * len(order)) + 8, order)
+        limit = int(1.5 * len(part.idx)) + 8  # the whole partition's size: small neighbourhoods may backtrack more
+        strict = rng.random() < strict_p
+        s = _Search(part, sizes, self.over, self.align, target, self.deadline, limit, order)
         ok = s.replay(prefix) and s.resume(order)
         self.stats["nodes"] = self.stats.get("nodes", 0) + s.nodes
         self.stats["repairs"] = self.stats.get("repairs", 0) + 1
         if ok:
+            new_peak = max(s.result[i] + sizes[i] for i in part.idx)
+            if new_peak >= peak and strict and self._crowding(k, s.result, peak) > self._crowding(k, best, peak):
+                return False
             self.best[k] = s.result
-            self.peak[k] = max(s.result[i] + sizes[i] for i in part.idx)
+            self.peak[k] = new_peak
         return ok
+
+    def _crowding(self, k: int, offsets: dict, peak: int) -> int:
+        """Bytes x time above 97% of `peak`: what a sideways move should shrink so later moves can lower the peak."""
+        part, sizes = self.parts[k], self.sizes
+        thr = peak - peak // 32
+        return sum((offsets[i] + sizes[i] - thr) * len(part.secs[i]) for i in part.idx if offsets[i] + sizes[i] > thr)
 
     def overall(self) -> tuple[int, int]:
         return max(self.lo), max(self.peak)
+
+
+def _improve(pf: _Portfolio, lb: int, align: int, descent_end: float, deadline: float, stats: dict) -> None:
+    """Lower the portfolio's peak until `deadline` or the bound.
+
+    First a descent: targets halfway between a soft floor and the best peak (a failure raises the
+    floor), until `descent_end`. Then three kinds of moves share the search nodes (by node count,
+    so the mix does not depend on machine load): fixed preorders at the floor with node limits
+    2, 4, 8... times the buffers (these reach the bound on instances where one preorder is right
+    and only needs some backtracking), short randomized dives from scratch at the floor or partway
+    to it, and local repair of the best placement (which keeps improving where the dives stall).
+    The dives' share grows while repair stalls.
+    """
+    soft = lb
+    while time.perf_counter() < descent_end:
+        lo, hi = max(lb, pf.overall()[0]), pf.overall()[1]
+        if lo >= hi:
+            return
+        soft = max(soft, lo)
+        if hi - soft <= max(1, (hi - lo) // 32):
+            break
+        mid = (soft + hi) // 2
+        if not pf.attempt(mid, 2.0, dives=2, fixed=True, n_fixed=4, deadline=descent_end):
+            soft = mid
+    weights = (0.2, 0.15, 0.65)  # node shares: fixed preorders, dives, repairs
+    stall_moves = 100  # moves without a better peak at which dives get half their extra share
+    nfixed = len(pf.fixed[0]) if pf.fixed else 0
+    # Every preorder once with a short limit, then the first four with doubling limits.
+    schedule = [(2, j) for j in range(nfixed)] + [(f, j) for f in (4, 8, 16, 32, 64) for j in range(min(4, nfixed))]
+    step_no = [0] * len(pf.parts)
+    spent = [1.0, 1.0, 1.0]  # nodes spent on fixed runs, dives, repairs
+    rng = random.Random(1)
+    stall, last_hi = 0, None
+    while time.perf_counter() < deadline:
+        lo, hi = max(lb, pf.overall()[0]), pf.overall()[1]
+        if lo >= hi:
+            return
+        stall = 0 if last_hi is None or hi < last_hi else stall + 1
+        last_hi = hi
+        stalled = stall / (stall + stall_moves)
+        w = (weights[0], weights[1] + 0.3 * stalled, weights[2] - 0.3 * stalled)
+        kind = min(range(3), key=lambda c: spent[c] / w[c])
+        if kind == 0 and all(q >= len(schedule) for q in step_no):
+            kind = 1
+        before = stats.get("nodes", 0)
+        for k in range(len(pf.parts)):
+            floor = max(lb, pf.lo[k]) if len(pf.parts) == 1 else pf.lo[k]
+            peak = pf.peak[k]
+            if peak <= floor or peak < hi:
+                continue  # only partitions at the overall peak can lower it
+            if kind == 0:
+                if step_no[k] >= len(schedule):
+                    continue
+                f, j = schedule[step_no[k]]
+                step_no[k] += 1
+                pf._run(k, floor, int(f * len(pf.parts[k].idx)), pf.fixed[k][j])
+            elif kind == 1:
+                pf.dive(k, floor + int((peak - floor) * rng.choice((0.0, 0.0, 0.25, 0.5))), rng)
+            else:
+                if rng.random() < 0.4:
+                    target = peak
+                else:
+                    gap = max(align, int((peak - floor) * rng.choice((0.02, 0.05, 0.1, 0.2))))
+                    target = max(floor, peak - gap)
+                pf.repair(k, target, rng, strict_p=1.0 - 0.6 * stalled)
+            if time.perf_counter() >= deadline:
+                break
+        spent[kind] += stats.get("nodes", 0) - before + 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,54 +688,10 @@ def solve(intervals: Sequence[Interval], strategy: str = "default", *, align: in
     total = _section_totals(lowers, uppers, sizes)
     parts = [_Part(p, lowers, uppers, sizes, over, total) for p in _partitions(lowers, uppers, list(range(n)))]
     pf = _Portfolio(parts, sizes, over, align, deadline, best, stats)
-    # Rounds until the time limit: at the lower bound (often feasible, and then optimal) the fixed
-    # preorders with a node limit that doubles per round plus as many nodes of random dives; then
-    # dives at a target between a soft floor and the best peak, so a good placement keeps
-    # tightening meanwhile. A failed target raises the soft floor (the next one is easier); the
-    # floor drops back to the lower bound once it is close to the best peak.
-    factor = 2.0
-    round_no = 0
-    soft = lb
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old_limit, 4 * n + 1000))  # the search recurses once per placed buffer
     try:
-        # Share of the time for the portfolio's rounds; the rest goes to local repair of the best
-        # placement (which the rounds rarely improve once they stall above the bound).
-        rounds_end = start + 0.5 * time_limit
-        while time.perf_counter() < rounds_end:
-            lo, hi = max(lb, pf.overall()[0]), pf.overall()[1]
-            if lo >= hi:
-                break
-            soft = max(soft, lo)
-            if hi - soft <= max(1, (hi - lo) // 32):
-                soft = lo
-            mid = (soft + hi) // 2
-            if soft < mid < hi and not pf.attempt(mid, factor, dives=2, fixed=True, n_fixed=4):
-                soft = mid
-            lo, hi = max(lb, pf.overall()[0]), pf.overall()[1]
-            if lo >= hi or time.perf_counter() >= deadline:
-                break
-            pf.attempt(lo, factor, dives=max(6, int(factor * 2)), fixed=True)
-            factor *= 2
-            round_no += 1
-        rng = random.Random(1)
-        while time.perf_counter() < deadline:
-            lo, hi = max(lb, pf.overall()[0]), pf.overall()[1]
-            if lo >= hi:
-                break
-            for k in range(len(parts)):
-                floor = max(lb, pf.lo[k]) if len(parts) == 1 else pf.lo[k]
-                peak = pf.peak[k]
-                if peak <= floor or peak < hi:
-                    continue  # only partitions at the overall peak can lower it
-                if rng.random() < 0.4:
-                    target = peak
-                else:
-                    step = max(align, int((peak - floor) * rng.choice((0.02, 0.05, 0.1, 0.2))))
-                    target = max(floor, peak - step)
-                pf.repair(k, target, rng)
-                if time.perf_counter() >= deadline:
-                    break
+        _improve(pf, lb, align, start + 0.15 * time_limit, deadline, stats)
     finally:
         sys.setrecursionlimit(old_limit)
     lo, hi = max(lb, pf.overall()[0]), pf.overall()[1]
@@ -655,8 +700,6 @@ def solve(intervals: Sequence[Interval], strategy: str = "default", *, align: in
         for placed in pf.best:
             for j, off in placed.items():
                 best[j] = off
-    stats["node_factor"] = factor
-    stats["rounds"] = round_no
     return finish(best, strategy, lo >= hi)
 
 
