@@ -14,8 +14,8 @@ their position among the op's inputs; the remaining positions are filled by the 
 order. A const value of None is an absent optional input (-1).
 
 To test a kernel directly rather than through the executor: bind_op / bind_one bind our kernel
-for one op to numpy arrays (sentinel-filled or strided_like outputs, stale scratch), run_one runs
-it, assert_no_allocation checks the bound call allocates nothing, and check_real_model_ops /
+for one op to numpy arrays (sentinel-filled or strided_like outputs, stale scratch), bind_in_place binds it
+with its output over one of its inputs, run_one runs it, assert_no_allocation checks the bound call allocates nothing, and check_real_model_ops /
 litert_intermediate_results run every op of a family in a real model on LiteRT's own
 intermediate tensors.
 """
@@ -37,7 +37,8 @@ from edgert.reference import reference_interpreter, random_inputs, run_reference
 __all__ = [
     "build_one_op", "reference_outputs", "graph_input_specs", "one_op_case",
     "assert_close_float", "assert_close_quant", "float_tolerance", "quant", "random_inputs", "run_edgert",
-    "family_registry", "strided_like", "BoundOp", "bind_op", "bind_one", "run_one", "assert_no_allocation",
+    "family_registry", "strided_like", "BoundOp", "bind_op", "bind_one", "bind_in_place", "run_one",
+    "assert_no_allocation",
     "shared_model", "litert_intermediate_results", "check_real_model_ops",
 ]
 
@@ -238,6 +239,23 @@ def bind_one(model: bytes | str | Path, inputs: Sequence[np.ndarray], **kw) -> B
     sg = load_model(model).main
     (op,) = sg.operators
     return bind_op(sg, op, inputs, **kw)
+
+
+def bind_in_place(model: bytes | str | Path, inputs: Sequence[np.ndarray], position: int, **kw) -> BoundOp:
+    """bind_one with output 0 written over the op's input `position`, as the planner runs an in-place step.
+
+    inputs as bind_one's (the op's non-constant inputs in order); outs[0] is that very array. Asserts
+    the kernel declares the position in-place capable.
+    """
+    from edgert.model.reader import load_model
+
+    sg = load_model(model).main
+    (op,) = sg.operators
+    fed = [k for k, i in enumerate(op.inputs) if i >= 0 and not sg.tensors[i].is_constant]
+    bound = bind_op(sg, op, inputs, outs=[inputs[fed.index(position)]], **kw)
+    allowed = bound.entry.inplace(bound.ctx)
+    assert position in allowed, f"{op.opcode} kernel allows in place only at inputs {allowed}, not {position}"
+    return bound
 
 
 def run_one(model: bytes | str | Path, inputs: Sequence[np.ndarray], **kw) -> list[np.ndarray]:

@@ -2,60 +2,24 @@
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
 
-from oneop import assert_close_float, build_one_op, quant, reference_outputs
+from oneop import (assert_close_float, assert_no_allocation, bind_in_place, bind_one, build_one_op, family_registry,
+                   quant, reference_outputs, run_one, strided_like)
 from edgert.errors import UnsupportedOpError
 from edgert.kernels import elementwise
 from edgert.kernels.activations import RELU6, TANH, activation_code, activation_range, apply_activation, clamp_code
-from edgert.kernels.registry import KernelRegistry, OpContext
+from edgert.kernels.registry import OpContext
 from edgert.model.reader import load_model
 from edgert.reference import run_reference
 
 f32 = np.float32
-
-
-def _registry() -> KernelRegistry:
-    registry = KernelRegistry()
-    elementwise.register(registry)
-    return registry
-
-
-REGISTRY = _registry()
-
-
-def bind_kernel(model: bytes, inputs: list[np.ndarray], outs: list[np.ndarray] | None = None,
-                same_as_input: int | None = None):
-    """Binds the single op of `model`: graph inputs fed in order, constants from the file.
-
-    outs: output arrays to write (e.g. strided views); same_as_input=k makes output 0 be ins[k]
-    itself (what the planner does for an in-place step). Returns (fn, args, ins, outs, entry, ctx).
-    """
-    graph = load_model(model)
-    sg = graph.main
-    (op,) = sg.operators
-    ctx = OpContext.of(sg, op)
-    entry = REGISTRY.lookup(ctx)
-    feed = dict(zip(sg.inputs, inputs))
-    ins = [None if i < 0 else (sg.tensors[i].data if sg.tensors[i].data is not None else feed[i]) for i in op.inputs]
-    if same_as_input is not None:
-        assert same_as_input in entry.inplace(ctx)
-        outs = [ins[same_as_input]]
-    elif outs is None:
-        outs = [np.empty(t.shape, t.dtype) for t in ctx.outputs]
-    n = entry.scratch_bytes(ctx)
-    scratch = np.zeros(n, np.uint8) if n else None
-    fn, args = entry.bind(ctx, ins, outs, scratch)
-    return fn, args, ins, outs, entry, ctx
+REGISTRY = family_registry(elementwise)
 
 
 def run_kernel(model: bytes, inputs: list[np.ndarray], **kw) -> list[np.ndarray]:
-    fn, args, _, outs, _, _ = bind_kernel(model, inputs, **kw)
-    fn(*args)
-    return outs
+    return run_one(model, inputs, registry=REGISTRY, **kw)
 
 
 # Ops the LiteRT wheel registers only among its optimized builtin kernels, not BUILTIN_REF.
@@ -255,12 +219,13 @@ def test_binary_in_place(position, sa, sb):
     rng = np.random.default_rng(8)
     inputs = [rng.standard_normal(sa).astype(f32), rng.standard_normal(sb).astype(f32)]
     ref = reference_outputs(model, inputs)[0]
-    fn, args, ins, outs, entry, ctx = bind_kernel(model, [x.copy() for x in inputs], same_as_input=None)
+    _, _, _, entry, ctx = bind_one(model, inputs, registry=REGISTRY)
     allowed = entry.inplace(ctx)
     assert allowed == tuple(k for k, s in enumerate((sa, sb)) if s == out_shape)
     if position not in allowed:
         return
-    fn, args, ins, outs, _, _ = bind_kernel(model, [x.copy() for x in inputs], same_as_input=position)
+    ins = [x.copy() for x in inputs]
+    fn, args, outs, _, _ = bind_in_place(model, ins, position, registry=REGISTRY)
     assert outs[0] is ins[position]
     fn(*args)
     assert_close_float(outs[0], ref)
@@ -271,14 +236,9 @@ def test_unary_in_place(opcode):
     model = build_one_op(opcode, [((1, 9, 9, 5), f32)], [((1, 9, 9, 5), f32)])
     x = (np.random.default_rng(9).standard_normal((1, 9, 9, 5)) * 4).astype(f32)
     ref = reference_outputs(model, [x])[0]
-    outs = run_kernel(model, [x.copy()], same_as_input=0)
+    fn, args, outs, *_ = bind_in_place(model, [x.copy()], 0, registry=REGISTRY)
+    fn(*args)
     assert_close_float(outs[0], ref)
-
-
-def _strided_out(shape, extra=5):
-    """A channel slice of a wider buffer filled with a sentinel, as concat placement hands out."""
-    big = np.full(shape[:-1] + (shape[-1] + extra,), 777.0, f32)
-    return big, big[..., 2:2 + shape[-1]]
 
 
 @pytest.mark.parametrize("sa,sb", [((1, 5, 6, 7), (1, 5, 6, 7)), ((1, 5, 6, 7), (1, 1, 1, 7)), ((1, 5, 6, 7), (1, 5, 6, 1))])
@@ -287,7 +247,7 @@ def test_binary_strided_output(sa, sb):
     rng = np.random.default_rng(10)
     inputs = [(rng.standard_normal(s) * 4).astype(f32) for s in (sa, sb)]
     ref = reference_outputs(model, inputs)[0]
-    big, view = _strided_out(sa)
+    big, view = strided_like(sa, fill=777.0)
     assert not view.flags.c_contiguous
     run_kernel(model, inputs, outs=[view])
     assert_close_float(view, ref)
@@ -300,13 +260,14 @@ def test_unary_strided_output_and_strided_input_in_place():
     model = build_one_op("HARD_SWISH", [((1, 4, 6, 3), f32)], [((1, 4, 6, 3), f32)])
     x = (np.random.default_rng(11).standard_normal((1, 4, 6, 3)) * 4).astype(f32)
     ref = reference_outputs(model, [x])[0]
-    big, view = _strided_out(x.shape)
+    big, view = strided_like(x.shape, fill=777.0)
     run_kernel(model, [x], outs=[view])
     assert_close_float(view, ref)
     assert np.all(big[..., :2] == 777.0) and np.all(big[..., 5:] == 777.0)
     # the strided view as the input too, overwritten in place
     view[...] = x
-    outs = run_kernel(model, [view], same_as_input=0)
+    fn, args, outs, *_ = bind_in_place(model, [view], 0, registry=REGISTRY)
+    fn(*args)
     assert_close_float(outs[0], ref)
     assert np.all(big[..., :2] == 777.0)
 
@@ -329,22 +290,14 @@ def test_strided_input_broadcast():
 def test_step_allocates_nothing(opcode, specs, consts):
     model = build_one_op(opcode, specs, [((1, 14, 14, 48), f32)], consts=consts)
     inputs = [np.ones(s[0], f32) for s in specs]
-    fn, args, *_ = bind_kernel(model, inputs)
-    fn(*args)  # compile / load outside the measurement
-    tracemalloc.start()
-    try:
-        for _ in range(5):
-            fn(*args)
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    fn, args, *_ = bind_one(model, inputs, registry=REGISTRY)
     # one temporary of the tensor would be 37 KiB; the dispatcher's transient boxing is a few hundred bytes
-    assert current == 0 and peak < 1024, f"step allocated: {current} bytes kept, peak {peak}"
+    assert_no_allocation(fn, args, limit=1024, calls=5)
 
 
 def test_zero_size_tensor_is_a_no_op():
     model = build_one_op("ADD", [((0, 3), f32), ((0, 3), f32)], [((0, 3), f32)])
-    fn, args, *_ = bind_kernel(model, [np.empty((0, 3), f32)] * 2)
+    fn, args, *_ = bind_one(model, [np.empty((0, 3), f32)] * 2, registry=REGISTRY)
     fn(*args)
 
 

@@ -8,54 +8,25 @@ optimized builtin kernel (and the reference_ops source), which it equals.
 
 from __future__ import annotations
 
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from oneop import build_one_op, quant, random_inputs, reference_outputs, run_edgert
+from oneop import (assert_no_allocation, bind_in_place, bind_one, build_one_op, family_registry, quant, random_inputs,
+                   reference_outputs, run_edgert, run_one, strided_like)
 from edgert.kernels import elementwise, reduce as reduce_kernels
-from edgert.kernels.registry import KernelRegistry, OpContext
+from edgert.kernels.registry import OpContext
 from edgert.model.reader import load_model
 from edgert.reference import run_reference
 
 i8, u8 = np.int8, np.uint8
 DATA = Path(__file__).resolve().parent / "data"
-
-
-def _registry() -> KernelRegistry:
-    registry = KernelRegistry()
-    elementwise.register(registry)
-    reduce_kernels.register(registry)
-    return registry
-
-
-REGISTRY = _registry()
-
-
-def bind_kernel(model: bytes, inputs: list[np.ndarray], outs=None, same_as_input: int | None = None):
-    """Binds the single op of `model` (graph inputs in order, constants from the file): (fn, args, ins, outs, entry, ctx)."""
-    sg = load_model(model).main
-    (op,) = sg.operators
-    ctx = OpContext.of(sg, op)
-    entry = REGISTRY.lookup(ctx)
-    feed = dict(zip(sg.inputs, inputs))
-    ins = [None if i < 0 else (sg.tensors[i].data if sg.tensors[i].data is not None else feed[i]) for i in op.inputs]
-    if same_as_input is not None:
-        assert same_as_input in entry.inplace(ctx)
-        outs = [ins[same_as_input]]
-    elif outs is None:
-        outs = [np.empty(t.shape, t.dtype) for t in ctx.outputs]
-    n = entry.scratch_bytes(ctx)
-    fn, args = entry.bind(ctx, ins, outs, np.zeros(n, np.uint8) if n else None)
-    return fn, args, ins, outs, entry, ctx
+REGISTRY = family_registry(elementwise, reduce_kernels)
 
 
 def run_kernel(model: bytes, inputs: list[np.ndarray], **kw) -> np.ndarray:
-    fn, args, _, outs, _, _ = bind_kernel(model, inputs, **kw)
-    fn(*args)
-    return outs[0]
+    return run_one(model, inputs, registry=REGISTRY, **kw)[0]
 
 
 def _ctx(model: bytes) -> OpContext:
@@ -144,7 +115,8 @@ def test_in_place(opcode, position):
     model = binary_model(opcode, i8, sa, sb, "RELU")
     inputs = random_inputs([(sa, i8), (sb, i8)], seed=6)
     ref = reference_outputs(model, inputs)[0]
-    fn, args, ins, outs, entry, ctx = bind_kernel(model, [x.copy() for x in inputs], same_as_input=position)
+    ins = [x.copy() for x in inputs]
+    fn, args, outs, *_ = bind_in_place(model, ins, position, registry=REGISTRY)
     assert outs[0] is ins[position]
     fn(*args)
     np.testing.assert_array_equal(outs[0], ref)
@@ -156,8 +128,7 @@ def test_strided_output(sb):
     model = binary_model("ADD", i8, sa, sb, "RELU6", scales=(0.05, 0.031, 0.02))
     inputs = random_inputs([(sa, i8), (sb, i8)], seed=7)
     ref = reference_outputs(model, inputs)[0]
-    big = np.full((1, 5, 6, 12), 99, i8)
-    view = big[..., 2:9]
+    big, view = strided_like(sa, i8, fill=99)
     assert not view.flags.c_contiguous
     run_kernel(model, inputs, outs=[view])
     np.testing.assert_array_equal(view, ref)
@@ -176,16 +147,8 @@ def test_binary_step_allocates_nothing():
     shape = (1, 14, 14, 48)
     for model, specs in [(binary_model("ADD", i8, shape, shape), [shape, shape]),
                          (binary_model("MUL", i8, shape, (1, 1, 1, 48)), [shape, (1, 1, 1, 48)])]:
-        fn, args, *_ = bind_kernel(model, [np.ones(s, i8) for s in specs])
-        fn(*args)
-        tracemalloc.start()
-        try:
-            for _ in range(5):
-                fn(*args)
-            current, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-        assert current == 0 and peak < 1024, f"step allocated: {current} bytes kept, peak {peak}"
+        fn, args, *_ = bind_one(model, [np.ones(s, i8) for s in specs], registry=REGISTRY)
+        assert_no_allocation(fn, args, limit=1024, calls=5)
 
 
 def test_refuses_what_tflite_refuses():
@@ -279,20 +242,12 @@ def test_mean_strided_output_and_no_allocation():
     model = reduce_model("MEAN", i8, shape, [1, 2], True, quant(0.05, 3), quant(0.02, -2))
     x = random_inputs([(shape, i8)], seed=15)
     ref = reference_outputs(model, x)[0]
-    big = np.full((1, 1, 1, 20), 99, i8)
-    view = big[..., 4:16]
-    fn, args, *_ = bind_kernel(model, x, outs=[view])
+    big, view = strided_like((1, 1, 1, 12), i8, fill=99)
+    fn, args, *_ = bind_one(model, x, registry=REGISTRY, outs=[view])
     fn(*args)
     np.testing.assert_array_equal(view, ref)
-    assert np.all(big[..., :4] == 99) and np.all(big[..., 16:] == 99)
-    tracemalloc.start()
-    try:
-        for _ in range(5):
-            fn(*args)
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert current == 0 and peak < 1024
+    assert np.all(big[..., :2] == 99) and np.all(big[..., 14:] == 99)
+    assert_no_allocation(fn, args, limit=1024, calls=5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,54 +2,22 @@
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
 
-from oneop import assert_close_float, build_one_op, reference_outputs
+from oneop import (assert_close_float, assert_no_allocation, bind_in_place, bind_one, build_one_op, family_registry,
+                   reference_outputs, run_one, strided_like)
 from edgert.errors import UnsupportedOpError
 from edgert.kernels import reduce as reduce_kernels
-from edgert.kernels.registry import KernelRegistry, OpContext
+from edgert.kernels.registry import OpContext
 from edgert.model.reader import load_model
 
 f32 = np.float32
-
-
-def _registry() -> KernelRegistry:
-    registry = KernelRegistry()
-    reduce_kernels.register(registry)
-    return registry
-
-
-REGISTRY = _registry()
-
-
-def bind_kernel(model: bytes, inputs: list[np.ndarray], outs: list[np.ndarray] | None = None,
-                same_as_input: int | None = None):
-    """Binds the single op of `model` (graph inputs in order, constants from the file): (fn, args, ins, outs)."""
-    sg = load_model(model).main
-    (op,) = sg.operators
-    ctx = OpContext.of(sg, op)
-    entry = REGISTRY.lookup(ctx)
-    feed = dict(zip(sg.inputs, inputs))
-    ins = [None if i < 0 else sg.tensors[i].data if sg.tensors[i].data is not None else
-           feed[i] if i in feed else np.empty(sg.tensors[i].shape, sg.tensors[i].dtype)  # empty constant
-           for i in op.inputs]
-    if same_as_input is not None:
-        assert same_as_input in entry.inplace(ctx)
-        outs = [ins[same_as_input]]
-    elif outs is None:
-        outs = [np.empty(t.shape, t.dtype) for t in ctx.outputs]
-    n = entry.scratch_bytes(ctx)
-    fn, args = entry.bind(ctx, ins, outs, np.zeros(n, np.uint8) if n else None)
-    return fn, args, ins, outs
+REGISTRY = family_registry(reduce_kernels)
 
 
 def run_kernel(model: bytes, inputs: list[np.ndarray], **kw) -> list[np.ndarray]:
-    fn, args, _, outs = bind_kernel(model, inputs, **kw)
-    fn(*args)
-    return outs
+    return run_one(model, inputs, registry=REGISTRY, **kw)
 
 
 def _reduced(shape, axes, keep):
@@ -112,18 +80,18 @@ def test_int64_axis_refused_and_empty_axis_list_copies():
     model = build_one_op("SUM", [((2, 3), f32)], [((2, 3), f32)], {"keep_dims": False},
                          consts={1: np.zeros((0,), np.int32)})
     x = np.random.default_rng(3).standard_normal((2, 3)).astype(f32)
-    assert_close_float(run_kernel(model, [x])[0], reference_outputs(model, [x])[0])
+    # the empty axis list has no buffer data, so it is bound as a non-constant input
+    assert_close_float(run_kernel(model, [x, np.zeros((0,), np.int32)])[0], reference_outputs(model, [x])[0])
 
 
 def test_mean_strided_output():
     model = reduce_model("MEAN", (1, 5, 5, 6), [1, 2], True)
     x = np.random.default_rng(4).standard_normal((1, 5, 5, 6)).astype(f32)
     ref = reference_outputs(model, [x])[0]
-    big = np.full((1, 1, 1, 10), 777.0, f32)
-    view = big[..., 3:9]
+    big, view = strided_like((1, 1, 1, 6), fill=777.0)
     run_kernel(model, [x], outs=[view])
     assert_close_float(view, ref)
-    assert np.all(big[..., :3] == 777.0) and np.all(big[..., 9:] == 777.0)
+    assert np.all(big[..., :2] == 777.0) and np.all(big[..., 8:] == 777.0)
 
 
 def test_sum_strided_input():
@@ -167,12 +135,13 @@ def test_softmax_in_place_and_strided(opcode, depth):
     model = build_one_op(opcode, [(shape, f32)], [(shape, f32)], {"beta": 1.0} if opcode == "SOFTMAX" else None)
     x = (np.random.default_rng(8).standard_normal(shape) * 3).astype(f32)
     ref = reference_outputs(model, [x])[0]
-    assert_close_float(run_kernel(model, [x.copy()], same_as_input=0)[0], ref)
-    big = np.full((2, 6, depth + 4), 777.0, f32)
-    view = big[..., 1:1 + depth]
+    fn, args, outs, *_ = bind_in_place(model, [x.copy()], 0, registry=REGISTRY)
+    fn(*args)
+    assert_close_float(outs[0], ref)
+    big, view = strided_like(shape, fill=777.0)
     run_kernel(model, [x], outs=[view])
     assert_close_float(view, ref)
-    assert np.all(big[..., 0] == 777.0) and np.all(big[..., 1 + depth:] == 777.0)
+    assert np.all(big[..., :2] == 777.0) and np.all(big[..., 2 + depth:] == 777.0)
 
 
 def test_softmax_extreme_logits():
@@ -206,13 +175,5 @@ def test_arg_min_max(opcode, shape, axis, out_type):
 
 def test_global_average_pool_allocates_nothing():
     model = reduce_model("MEAN", (1, 14, 14, 96), [1, 2], True)
-    fn, args, _, _ = bind_kernel(model, [np.ones((1, 14, 14, 96), f32)])
-    fn(*args)
-    tracemalloc.start()
-    try:
-        for _ in range(5):
-            fn(*args)
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert current == 0 and peak < 1024, f"step allocated: {current} bytes kept, peak {peak}"
+    fn, args, *_ = bind_one(model, [np.ones((1, 14, 14, 96), f32)], registry=REGISTRY)
+    assert_no_allocation(fn, args, limit=1024, calls=5)

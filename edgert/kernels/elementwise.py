@@ -105,6 +105,16 @@ def _noop() -> None:
     pass
 
 
+def skip_empty(bind: Callable) -> Callable:
+    """The bind, but a no-op step for an empty output (the walks set up in bind assume elements)."""
+    def bind_nonempty(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
+        if outs[0].size == 0:
+            return _noop, ()
+        return bind(ctx, ins, outs, scratch)
+
+    return bind_nonempty
+
+
 def _readonly(x: np.ndarray) -> np.ndarray:
     v = x.view()
     v.flags.writeable = False
@@ -299,6 +309,22 @@ BINARY_OPS: dict[str, BinarySpec] = {
 }
 
 
+def operand_reason(ctx: OpContext, max_version: int, n_inputs: int, present: int, expects: str) -> str | None:
+    """The checks every supports() here starts with: the op version, and n_inputs inputs (the first
+    `present` of them given) and one output, else `expects` as the reason."""
+    if ctx.op.version > max_version:
+        return f"version {ctx.op.version} > {max_version}"
+    if len(ctx.inputs) != n_inputs or len(ctx.outputs) != 1 or any(t is None for t in ctx.inputs[:present]):
+        return expects
+    return None
+
+
+def same_shape_reason(x, out) -> str | None:
+    if tuple(x.shape) != tuple(out.shape):
+        return f"output shape {out.shape} != input shape {x.shape}"
+    return None
+
+
 def _dtype_reason(ctx: OpContext, allowed: tuple[np.dtype, ...]) -> str | None:
     tensors = [t for t in ctx.inputs if t is not None] + list(ctx.outputs)
     for t in tensors:
@@ -309,25 +335,35 @@ def _dtype_reason(ctx: OpContext, allowed: tuple[np.dtype, ...]) -> str | None:
     return None
 
 
-def _binary_supports(spec: BinarySpec) -> Callable[[OpContext], str | None]:
-    def supports(ctx: OpContext) -> str | None:
-        if ctx.op.version > spec.max_version:
-            return f"version {ctx.op.version} > {spec.max_version}"
-        if len(ctx.inputs) != 2 or len(ctx.outputs) != 1 or any(t is None for t in ctx.inputs):
-            return "expects 2 inputs and 1 output"
-        reason = _dtype_reason(ctx, spec.dtypes)
+def _binary_operands_reason(ctx: OpContext, max_version: int, dtypes: tuple[np.dtype, ...],
+                            quantized: bool = False) -> str | None:
+    """Two inputs of `dtypes` (one dtype; quantized: per tensor) that broadcast to the output's shape."""
+    reason = (operand_reason(ctx, max_version, 2, 2, "expects 2 inputs and 1 output")
+              or _dtype_reason(ctx, dtypes))
+    if reason:
+        return reason
+    a, b = ctx.inputs
+    out = ctx.outputs[0]
+    if quantized:
+        reason = per_tensor_reason([a, b, out])
         if reason:
             return reason
-        a, b = ctx.inputs
-        out = ctx.outputs[0]
-        if max(len(a.shape), len(b.shape), len(out.shape)) > MAX_RANK:
-            return f"rank above {MAX_RANK}"
-        try:
-            shape = np.broadcast_shapes(a.shape, b.shape)
-        except ValueError:
-            return f"shapes {a.shape} and {b.shape} do not broadcast"
-        if tuple(shape) != tuple(out.shape):
-            return f"output shape {out.shape} != broadcast shape {tuple(shape)}"
+    if max(len(a.shape), len(b.shape), len(out.shape)) > MAX_RANK:
+        return f"rank above {MAX_RANK}"
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        return f"shapes {a.shape} and {b.shape} do not broadcast"
+    if tuple(shape) != tuple(out.shape):
+        return f"output shape {out.shape} != broadcast shape {tuple(shape)}"
+    return None
+
+
+def _binary_supports(spec: BinarySpec) -> Callable[[OpContext], str | None]:
+    def supports(ctx: OpContext) -> str | None:
+        reason = _binary_operands_reason(ctx, spec.max_version, spec.dtypes)
+        if reason:
+            return reason
         if spec.fused_activation:
             return activation_supported(getattr(ctx.op.options, "fused_activation_function", None))
         return None
@@ -354,11 +390,10 @@ def _binary_scratch(ctx: OpContext) -> int:
 def _binary_bind(spec: BinarySpec) -> Callable:
     kernel = _BINARY_KERNELS[spec.op]
 
+    @skip_empty
     def bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
         a, b = ins
         out = outs[0]
-        if out.size == 0:
-            return _noop, ()
         if spec.fused_activation:
             code = activation_code(getattr(ctx.op.options, "fused_activation_function", None))
         else:
@@ -369,23 +404,31 @@ def _binary_bind(spec: BinarySpec) -> Callable:
             info = np.iinfo(out.dtype)
             lo, hi = (np.int32(np.clip(v, info.min, info.max)) for v in activation_range(code))
         alias = 1 if same_memory(a, out) else 2 if same_memory(b, out) else 0
-        fa, sa = flat_view(a, False)
-        fb, sb = flat_view(b, False)
-        fo, so = flat_view(out, True)
-        oshape = tuple(out.shape)
-        shape, (ca, cb, co) = collapse(
-            oshape, [broadcast_strides(a.shape, sa, oshape), broadcast_strides(b.shape, sb, oshape), list(so)])
-        row = row_broadcast(shape, ca, cb, co) if scratch is not None else 0
-        k = max(1, CHUNK_ELEMENTS // int(shape[5])) if row else 0
-        if row and k * int(shape[5]) * out.dtype.itemsize > scratch.nbytes:
-            row = k = 0
-        if row:
-            rep = scratch[:k * int(shape[5]) * out.dtype.itemsize].view(out.dtype)
-        else:
-            rep = np.empty(0, out.dtype)
-        return kernel, (fa, fb, fo, shape, ca, cb, co, lo, hi, np.int64(alias), rep, np.int64(k), np.int64(row))
+        walk, rep, k, row = _binary_walk(a, b, out, scratch)
+        return kernel, (*walk, lo, hi, np.int64(alias), rep, k, row)
 
     return bind
+
+
+def _binary_walk(a: np.ndarray, b: np.ndarray, out: np.ndarray, scratch: np.ndarray | None) -> tuple:
+    """What bind hands a binary kernel: ((fa, fb, fo, shape, sa, sb, so), rep, k, row).
+
+    Flat views and the collapsed walk; with a short broadcast row (row_broadcast) and scratch for
+    it, `rep` is the scratch that row is repeated k times into, else row = k = 0.
+    """
+    fa, sa = flat_view(a, False)
+    fb, sb = flat_view(b, False)
+    fo, so = flat_view(out, True)
+    oshape = tuple(out.shape)
+    shape, (ca, cb, co) = collapse(
+        oshape, [broadcast_strides(a.shape, sa, oshape), broadcast_strides(b.shape, sb, oshape), list(so)])
+    row = row_broadcast(shape, ca, cb, co) if scratch is not None else 0
+    k = max(1, CHUNK_ELEMENTS // int(shape[5])) if row else 0
+    nbytes = k * int(shape[5]) * out.dtype.itemsize
+    if row and nbytes > scratch.nbytes:
+        row = k = 0
+    rep = scratch[:nbytes].view(out.dtype) if row else np.empty(0, out.dtype)
+    return (fa, fb, fo, shape, ca, cb, co), rep, np.int64(k), np.int64(row)
 
 
 def _same_shape_inputs(positions: tuple[int, ...]) -> Callable[[OpContext], tuple[int, ...]]:
@@ -523,6 +566,15 @@ def per_tensor_reason(tensors) -> str | None:
     return None
 
 
+def q8_reason(x, out) -> str | None:
+    """An int8/uint8 input, an output of its dtype, both quantized per tensor (TFLite's quantized kernels)."""
+    if x.dtype not in _Q8:
+        return f"{x.dtype} not supported (quantized kernel: int8/uint8)"
+    if out.dtype != x.dtype:
+        return f"output {out.dtype} differs from input {x.dtype}"
+    return per_tensor_reason([x, out])
+
+
 @dataclass(frozen=True)
 class QBinaryParams:
     """What Prepare computes for a quantized ADD/SUB/MUL (multipliers as (int32, shift) pairs)."""
@@ -563,26 +615,11 @@ QBINARY_OPS: dict[str, tuple[int, int]] = {"ADD": (QADD, 5), "SUB": (QSUB, 5), "
 
 def _qbinary_supports(op: int, max_version: int) -> Callable[[OpContext], str | None]:
     def supports(ctx: OpContext) -> str | None:
-        if ctx.op.version > max_version:
-            return f"version {ctx.op.version} > {max_version}"
-        if len(ctx.inputs) != 2 or len(ctx.outputs) != 1 or any(t is None for t in ctx.inputs):
-            return "expects 2 inputs and 1 output"
-        reason = _dtype_reason(ctx, _Q8)
+        reason = _binary_operands_reason(ctx, max_version, _Q8, quantized=True)
         if reason:
             return reason
         a, b = ctx.inputs
         out = ctx.outputs[0]
-        reason = per_tensor_reason([a, b, out])
-        if reason:
-            return reason
-        if max(len(a.shape), len(b.shape), len(out.shape)) > MAX_RANK:
-            return f"rank above {MAX_RANK}"
-        try:
-            shape = np.broadcast_shapes(a.shape, b.shape)
-        except ValueError:
-            return f"shapes {a.shape} and {b.shape} do not broadcast"
-        if tuple(shape) != tuple(out.shape):
-            return f"output shape {out.shape} != broadcast shape {tuple(shape)}"
         act = getattr(ctx.op.options, "fused_activation_function", None)
         reason = activation_supported(act)
         if reason:
@@ -600,28 +637,17 @@ def _qbinary_scratch(ctx: OpContext) -> int:
 def _qbinary_bind(op: int) -> Callable:
     kernel = _QBINARY_KERNELS[op]
 
+    @skip_empty
     def bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
         a, b = ins
         out = outs[0]
-        if out.size == 0:
-            return _noop, ()
         ta, tb = ctx.inputs
         act = getattr(ctx.op.options, "fused_activation_function", None)
         params = qbinary_params(op, QuantParams.of(ta), QuantParams.of(tb), QuantParams.of(ctx.outputs[0]), act,
                                 out.dtype)
         assert not isinstance(params, str), params
-        fa, sa = flat_view(a, False)
-        fb, sb = flat_view(b, False)
-        fo, so = flat_view(out, True)
-        oshape = tuple(out.shape)
-        shape, (ca, cb, co) = collapse(
-            oshape, [broadcast_strides(a.shape, sa, oshape), broadcast_strides(b.shape, sb, oshape), list(so)])
-        row = row_broadcast(shape, ca, cb, co) if scratch is not None else 0
-        k = max(1, CHUNK_ELEMENTS // int(shape[5])) if row else 0
-        if row and k * int(shape[5]) * out.dtype.itemsize > scratch.nbytes:
-            row = k = 0
-        rep = scratch[:k * int(shape[5])].view(a.dtype) if row else np.empty(0, a.dtype)
-        return kernel, (fa, fb, fo, shape, ca, cb, co, params.vector(), rep, np.int64(k), np.int64(row))
+        walk, rep, k, row = _binary_walk(a, b, out, scratch)  # a, b and out share one dtype
+        return kernel, (*walk, params.vector(), rep, k, row)
 
     return bind
 
@@ -776,15 +802,10 @@ UNARY_OPS: dict[str, UnarySpec] = {
 
 def _unary_supports(spec: UnarySpec) -> Callable[[OpContext], str | None]:
     def supports(ctx: OpContext) -> str | None:
-        if ctx.op.version > spec.max_version:
-            return f"version {ctx.op.version} > {spec.max_version}"
-        if len(ctx.inputs) != 1 or len(ctx.outputs) != 1 or ctx.inputs[0] is None:
-            return "expects 1 input and 1 output"
-        reason = _dtype_reason(ctx, spec.dtypes)
+        reason = (operand_reason(ctx, spec.max_version, 1, 1, "expects 1 input and 1 output")
+                  or _dtype_reason(ctx, spec.dtypes) or same_shape_reason(ctx.inputs[0], ctx.outputs[0]))
         if reason:
             return reason
-        if ctx.inputs[0].shape != ctx.outputs[0].shape:
-            return f"output shape {ctx.outputs[0].shape} != input shape {ctx.inputs[0].shape}"
         if len(ctx.outputs[0].shape) > MAX_RANK:
             return f"rank above {MAX_RANK}"
         return None
@@ -793,10 +814,9 @@ def _unary_supports(spec: UnarySpec) -> Callable[[OpContext], str | None]:
 
 
 def _unary_bind(spec: UnarySpec) -> Callable:
+    @skip_empty
     def bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
         x, out = ins[0], outs[0]
-        if out.size == 0:
-            return _noop, ()
         op = spec.op(ctx) if callable(spec.op) else spec.op
         p = spec.param(ctx) if spec.param else 0.0
         alias = 1 if same_memory(x, out) else 0

@@ -23,10 +23,8 @@ import numpy as np
 from numba import njit
 
 from edgert.kernels import fixedpoint as fp
+from edgert.kernels.elementwise import operand_reason, per_tensor_reason, q8_reason, same_shape_reason
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
-
-_Q8 = (np.dtype(np.int8), np.dtype(np.uint8))
-
 
 def _flat(a: np.ndarray, dtype=None) -> np.ndarray:
     """A 1-D view of a C-contiguous array (raises instead of copying when it is not contiguous)."""
@@ -43,28 +41,16 @@ def _rows(a: np.ndarray) -> np.ndarray:
     return v
 
 
-def _per_tensor(t, name: str) -> str | None:
-    q = t.quantization
-    if q is None or not q.scales:
-        return f"{name} has no quantization parameters"
-    if q.per_channel:
-        return f"{name} is per-channel quantized"
-    return None
+def _unary_operands_reason(ctx: OpContext, max_version: int) -> str | None:
+    return operand_reason(ctx, max_version, 1, 1, "expects 1 input and 1 output")
 
 
 def _unary_q8_reason(ctx: OpContext, max_version: int) -> str | None:
-    if ctx.op.version > max_version:
-        return f"version {ctx.op.version} > {max_version}"
-    if len(ctx.inputs) != 1 or len(ctx.outputs) != 1 or ctx.inputs[0] is None:
-        return "expects 1 input and 1 output"
+    reason = _unary_operands_reason(ctx, max_version)
+    if reason:
+        return reason
     x, y = ctx.inputs[0], ctx.outputs[0]
-    if x.dtype not in _Q8:
-        return f"{x.dtype} not supported (quantized kernel: int8/uint8)"
-    if y.dtype != x.dtype:
-        return f"output {y.dtype} differs from input {x.dtype}"
-    if tuple(x.shape) != tuple(y.shape):
-        return f"output shape {y.shape} != input shape {x.shape}"
-    return _per_tensor(x, "input") or _per_tensor(y, "output")
+    return q8_reason(x, y) or same_shape_reason(x, y)
 
 
 def _inplace_0(ctx: OpContext) -> tuple[int, ...]:
@@ -170,10 +156,9 @@ _SOFTMAX_OUT = {
 
 
 def _supports_softmax(ctx: OpContext) -> str | None:
-    if ctx.op.version > 3:
-        return f"version {ctx.op.version} > 3"
-    if len(ctx.inputs) != 1 or len(ctx.outputs) != 1 or ctx.inputs[0] is None:
-        return "expects 1 input and 1 output"
+    reason = _unary_operands_reason(ctx, 3)
+    if reason:
+        return reason
     x, y = ctx.inputs[0], ctx.outputs[0]
     if x.dtype not in _SOFTMAX_OUT:
         return f"{x.dtype} not supported (quantized kernel: int8/uint8)"
@@ -181,9 +166,7 @@ def _supports_softmax(ctx: OpContext) -> str | None:
         return f"{x.dtype} -> {y.dtype} not supported"
     if len(x.shape) < 1:
         return "needs rank >= 1"
-    if tuple(x.shape) != tuple(y.shape):
-        return f"output shape {y.shape} != input shape {x.shape}"
-    reason = _per_tensor(x, "input") or _per_tensor(y, "output")
+    reason = same_shape_reason(x, y) or per_tensor_reason([x, y])
     if reason:
         return reason
     qy = y.quantization

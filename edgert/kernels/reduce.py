@@ -20,8 +20,8 @@ from numba import njit
 
 from edgert.kernels import fixedpoint as fp
 from edgert.kernels.activations import expf_fast
-from edgert.kernels.elementwise import (_Q8, CHUNK_ELEMENTS, MAX_RANK, SHORT_ROW, QuantParams, _contiguous_strides,
-                                        _noop, collapse, flat_view, per_tensor_reason)
+from edgert.kernels.elementwise import (CHUNK_ELEMENTS, MAX_RANK, SHORT_ROW, QuantParams, _contiguous_strides, collapse,
+                                        flat_view, operand_reason, q8_reason, same_shape_reason, skip_empty)
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
 
 _F32 = np.dtype(np.float32)
@@ -188,26 +188,29 @@ def _axes_of(ctx: OpContext) -> tuple[int, ...] | str:
     return resolve_axes(axis_t.data, len(ctx.inputs[0].shape))
 
 
+def _reduce_operands_reason(ctx: OpContext, max_version: int) -> str | None:
+    return operand_reason(ctx, max_version, 2, 1, "expects input, axis and 1 output")
+
+
+def _reduce_shape_reason(ctx: OpContext) -> str | None:
+    """Rank, constant axes, and an output of the reduced shape's size (keep_dims or not)."""
+    x = ctx.inputs[0]
+    if len(x.shape) > MAX_RANK:
+        return f"rank above {MAX_RANK}"
+    axes = _axes_of(ctx)
+    if isinstance(axes, str):
+        return axes
+    keep = bool(getattr(ctx.op.options, "keep_dims", False))
+    want = reduced_shape(x.shape, axes, keep)
+    if int(np.prod(want, dtype=np.int64)) != ctx.outputs[0].size:
+        return f"output shape {ctx.outputs[0].shape} != reduced shape {want}"
+    return None
+
+
 def _reduce_supports(spec: ReduceSpec) -> Callable[[OpContext], str | None]:
     def supports(ctx: OpContext) -> str | None:
-        if ctx.op.version > spec.max_version:
-            return f"version {ctx.op.version} > {spec.max_version}"
-        if len(ctx.inputs) != 2 or len(ctx.outputs) != 1 or ctx.inputs[0] is None:
-            return "expects input, axis and 1 output"
-        reason = _float_reason(ctx, [ctx.inputs[0], ctx.outputs[0]])
-        if reason:
-            return reason
-        x = ctx.inputs[0]
-        if len(x.shape) > MAX_RANK:
-            return f"rank above {MAX_RANK}"
-        axes = _axes_of(ctx)
-        if isinstance(axes, str):
-            return axes
-        keep = bool(getattr(ctx.op.options, "keep_dims", False))
-        want = reduced_shape(x.shape, axes, keep)
-        if int(np.prod(want, dtype=np.int64)) != ctx.outputs[0].size:
-            return f"output shape {ctx.outputs[0].shape} != reduced shape {want}"
-        return None
+        return (_reduce_operands_reason(ctx, spec.max_version)
+                or _float_reason(ctx, [ctx.inputs[0], ctx.outputs[0]]) or _reduce_shape_reason(ctx))
 
     return supports
 
@@ -235,35 +238,53 @@ def _walk(ctx: OpContext, x_strides, out_strides, out_shape) -> tuple[np.ndarray
     return shape, cx, cr
 
 
+def _chunk(ctx: OpContext) -> tuple[int, int]:
+    """(k, n): rows per chunk of the walk's (reduced rows, short kept row) ending, and the row length; k 0 if none.
+
+    Decided on contiguous tensors, as the scratch size must be known before the arena places them.
+    """
+    out = ctx.outputs[0]
+    shape, cx, cr = _walk(ctx, _contiguous_strides(ctx.inputs[0].shape), _contiguous_strides(out.shape), out.shape)
+    return chunk_rows(shape, cx, cr), int(shape[5])
+
+
 def _reduce_scratch(ctx: OpContext) -> int:
+    """Bytes for reduce_kernel's accumulator rows (output dtype) when the walk ends in chunked rows."""
     out = ctx.outputs[0]
     if out.size == 0:
         return 0
-    shape, cx, cr = _walk(ctx, _contiguous_strides(ctx.inputs[0].shape), _contiguous_strides(out.shape), out.shape)
-    k = chunk_rows(shape, cx, cr)
-    return k * int(shape[5]) * 4
+    k, n = _chunk(ctx)
+    return k * n * out.dtype.itemsize
+
+
+def _reduce_walk(ctx: OpContext, x: np.ndarray, out: np.ndarray, scratch: np.ndarray | None) -> tuple:
+    """reduce_kernel's arguments but the fold's init, divisor and mean flag: (x, o, shape, sx, sr, oshape, so), acc, k.
+
+    acc is k accumulator rows of the output's dtype in scratch; k = 0 (no chunking) without room for them.
+    """
+    fx, sx = flat_view(x, False)
+    fo, so = flat_view(out, True)
+    shape, cx, cr = _walk(ctx, sx, so, out.shape)
+    oshape, (co,) = collapse(tuple(out.shape), [list(so)])
+    k = chunk_rows(shape, cx, cr) if scratch is not None else 0
+    nbytes = k * int(shape[5]) * out.dtype.itemsize
+    if nbytes > (0 if scratch is None else scratch.nbytes):
+        k = nbytes = 0
+    acc = scratch[:nbytes].view(out.dtype) if k else np.empty(0, out.dtype)
+    return (fx, fo, shape, cx, cr, oshape, co), acc, np.int64(k)
 
 
 def _reduce_bind(spec: ReduceSpec) -> Callable:
     kernel = _REDUCE_KERNELS[spec.op]
 
+    @skip_empty
     def bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
         x, out = ins[0], outs[0]
-        if out.size == 0:
-            return _noop, ()
         axes = _axes_of(ctx)
         assert not isinstance(axes, str), axes
-        fx, sx = flat_view(x, False)
-        fo, so = flat_view(out, True)
-        shape, cx, cr = _walk(ctx, sx, so, out.shape)
-        oshape, (co,) = collapse(tuple(out.shape), [list(so)])
         count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64)) if axes else 1
-        k = chunk_rows(shape, cx, cr) if scratch is not None else 0
-        if k * int(shape[5]) * 4 > (0 if scratch is None else scratch.nbytes):
-            k = 0
-        acc = scratch[:k * int(shape[5]) * 4].view(np.float32) if k else np.empty(0, np.float32)
-        return kernel, (fx, fo, shape, cx, cr, oshape, co, np.float32(_INIT[spec.op]),
-                        np.float32(max(count, 1)), spec.mean, acc, np.int64(k))
+        walk, acc, k = _reduce_walk(ctx, x, out, scratch)
+        return kernel, (*walk, np.float32(_INIT[spec.op]), np.float32(max(count, 1)), spec.mean, acc, k)
 
     return bind
 
@@ -350,36 +371,13 @@ def qmean_kernel(x, o, shape, sx, sr, acc, oshape, sa, so, zp_count, multiplier,
                             o[po + j * so[5]] = hi if r > hi else r
 
 
-def _q8_reason(ctx: OpContext) -> str | None:
-    x, out = ctx.inputs[0], ctx.outputs[0]
-    if x.dtype not in _Q8:
-        return f"{x.dtype} not supported (quantized kernel: int8/uint8)"
-    if out.dtype != x.dtype:
-        return f"output {out.dtype} differs from input {x.dtype}"
-    return per_tensor_reason([x, out])
-
-
 def _qreduce_common(ctx: OpContext, max_version: int) -> str | None:
-    if ctx.op.version > max_version:
-        return f"version {ctx.op.version} > {max_version}"
-    if len(ctx.inputs) != 2 or len(ctx.outputs) != 1 or ctx.inputs[0] is None:
-        return "expects input, axis and 1 output"
-    reason = _q8_reason(ctx)
+    reason = _reduce_operands_reason(ctx, max_version) or q8_reason(ctx.inputs[0], ctx.outputs[0])
     if reason:
         return reason
-    x = ctx.inputs[0]
-    if len(x.shape) > MAX_RANK:
-        return f"rank above {MAX_RANK}"
-    if x.size == 0:
+    if ctx.inputs[0].size == 0:
         return "empty input"
-    axes = _axes_of(ctx)
-    if isinstance(axes, str):
-        return axes
-    keep = bool(getattr(ctx.op.options, "keep_dims", False))
-    want = reduced_shape(x.shape, axes, keep)
-    if int(np.prod(want, dtype=np.int64)) != ctx.outputs[0].size:
-        return f"output shape {ctx.outputs[0].shape} != reduced shape {want}"
-    return None
+    return _reduce_shape_reason(ctx)
 
 
 def _qmean_supports(max_version: int) -> Callable[[OpContext], str | None]:
@@ -389,23 +387,15 @@ def _qmean_supports(max_version: int) -> Callable[[OpContext], str | None]:
     return supports
 
 
-def _qmean_chunk(ctx: OpContext) -> tuple[int, int]:
-    """(k, n): rows per chunk of the walk's (reduced rows, short kept row) ending, and the row length; k 0 if none."""
-    out = ctx.outputs[0]
-    shape, cx, cr = _walk(ctx, _contiguous_strides(ctx.inputs[0].shape), _contiguous_strides(out.shape), out.shape)
-    return chunk_rows(shape, cx, cr), int(shape[5])
-
-
 def _qmean_scratch(ctx: OpContext) -> int:
-    k, n = _qmean_chunk(ctx)
+    k, n = _chunk(ctx)
     return ctx.outputs[0].size * 4 + k * n * 4
 
 
 def _qmean_bind(mean: bool) -> Callable:
+    @skip_empty
     def bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
         x, out = ins[0], outs[0]
-        if out.size == 0:
-            return _noop, ()
         axes = _axes_of(ctx)
         assert not isinstance(axes, str), axes
         qx, qo = QuantParams.of(ctx.inputs[0]), QuantParams.of(ctx.outputs[0])
@@ -444,30 +434,16 @@ def _qminmax_supports(max_version: int) -> Callable[[OpContext], str | None]:
     return supports
 
 
-def _qminmax_scratch(ctx: OpContext) -> int:
-    out = ctx.outputs[0]
-    shape, cx, cr = _walk(ctx, _contiguous_strides(ctx.inputs[0].shape), _contiguous_strides(out.shape), out.shape)
-    return chunk_rows(shape, cx, cr) * int(shape[5])
-
-
 def _qminmax_bind(op: int) -> Callable:
     kernel = _REDUCE_KERNELS[op]
 
+    @skip_empty
     def bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
         x, out = ins[0], outs[0]
-        if out.size == 0:
-            return _noop, ()
         info = np.iinfo(out.dtype)
         init = out.dtype.type(info.min if op == MAX else info.max)
-        fx, sx = flat_view(x, False)
-        fo, so = flat_view(out, True)
-        shape, cx, cr = _walk(ctx, sx, so, out.shape)
-        oshape, (co,) = collapse(tuple(out.shape), [list(so)])
-        k = chunk_rows(shape, cx, cr) if scratch is not None else 0
-        if k * int(shape[5]) > (0 if scratch is None else scratch.nbytes):
-            k = 0
-        acc = scratch[:k * int(shape[5])].view(out.dtype) if k else np.empty(0, out.dtype)
-        return kernel, (fx, fo, shape, cx, cr, oshape, co, init, np.float32(1), False, acc, np.int64(k))
+        walk, acc, k = _reduce_walk(ctx, x, out, scratch)
+        return kernel, (*walk, init, np.float32(1), False, acc, k)
 
     return bind
 
@@ -555,16 +531,12 @@ def _softmax_row_contiguous(xv, ov, beta):
 
 def _softmax_supports(max_version: int) -> Callable[[OpContext], str | None]:
     def supports(ctx: OpContext) -> str | None:
-        if ctx.op.version > max_version:
-            return f"version {ctx.op.version} > {max_version}"
-        if len(ctx.inputs) != 1 or len(ctx.outputs) != 1 or ctx.inputs[0] is None:
-            return "expects 1 input and 1 output"
-        reason = _float_reason(ctx, [ctx.inputs[0], ctx.outputs[0]])
+        reason = (operand_reason(ctx, max_version, 1, 1, "expects 1 input and 1 output")
+                  or _float_reason(ctx, [ctx.inputs[0], ctx.outputs[0]])
+                  or same_shape_reason(ctx.inputs[0], ctx.outputs[0]))
         if reason:
             return reason
         x = ctx.inputs[0]
-        if x.shape != ctx.outputs[0].shape:
-            return f"output shape {ctx.outputs[0].shape} != input shape {x.shape}"
         if not 1 <= len(x.shape) <= MAX_RANK + 1:
             return f"rank {len(x.shape)} not supported"
         return None
@@ -573,10 +545,9 @@ def _softmax_supports(max_version: int) -> Callable[[OpContext], str | None]:
 
 
 def _softmax_bind(log: bool) -> Callable:
+    @skip_empty
     def bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
         x, out = ins[0], outs[0]
-        if out.size == 0:
-            return _noop, ()
         beta = 1.0 if log else float(getattr(ctx.op.options, "beta", 1.0) or 0.0)
         fx, sx = flat_view(x, False)
         fo, so = flat_view(out, True)
@@ -621,10 +592,9 @@ def arg_kernel(x, o, shape, sx, so, n, dx, is_max):
 
 
 def _arg_supports(ctx: OpContext) -> str | None:
-    if ctx.op.version > 3:
-        return f"version {ctx.op.version} > 3"
-    if len(ctx.inputs) != 2 or len(ctx.outputs) != 1 or ctx.inputs[0] is None:
-        return "expects input, axis and 1 output"
+    reason = _reduce_operands_reason(ctx, 3)
+    if reason:
+        return reason
     x, out = ctx.inputs[0], ctx.outputs[0]
     if x.dtype != _F32:
         return f"{x.dtype} not supported"
@@ -645,10 +615,9 @@ def _arg_supports(ctx: OpContext) -> str | None:
 
 
 def _arg_bind(is_max: bool) -> Callable:
+    @skip_empty
     def bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
         x, out = ins[0], outs[0]
-        if out.size == 0:
-            return _noop, ()
         (axis,) = _axes_of(ctx)
         fx, sx = flat_view(x, False)
         fo, so = flat_view(out, True)
@@ -671,7 +640,7 @@ def register(registry: KernelRegistry) -> None:
                              scratch_bytes=_qmean_scratch, strided_output=True))
     for name, op in (("REDUCE_MAX", MAX), ("REDUCE_MIN", MIN)):
         registry.add(KernelEntry(op=name, supports=_qminmax_supports(3), bind=_qminmax_bind(op),
-                                 scratch_bytes=_qminmax_scratch, strided_output=True))
+                                 scratch_bytes=_reduce_scratch, strided_output=True))
     registry.add(KernelEntry(op="SOFTMAX", supports=_softmax_supports(3), bind=_softmax_bind(False),
                              inplace=_inplace_0, strided_output=True))
     registry.add(KernelEntry(op="LOG_SOFTMAX", supports=_softmax_supports(2), bind=_softmax_bind(True),

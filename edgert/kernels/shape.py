@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Callable, Sequence
 
 import numpy as np
@@ -436,15 +437,20 @@ def _pad_value(ctx: OpContext) -> np.ndarray | float | int:
     return 0
 
 
-def _bind_pad(ctx: OpContext, ins: list, outs: list, scratch) -> Step:
-    pads = _paddings(ctx)
-    src, dst = ins[0], outs[0]
+def _pad_interior(src: np.ndarray, dst: np.ndarray, pads: list[tuple[int, int]]) -> tuple:
+    """(flat src, flat dst, dst's layout, the interior's layout, [the job copying src into the interior])."""
     sflat, sl = flat_of(src)
     dflat, dl = flat_of(dst)
     interior = dl
     for ax, (a, _b) in enumerate(pads):
         interior = interior.slice(ax, a, src.shape[ax])
-    rows = [job(COPY, sl, interior)]
+    return sflat, dflat, dl, interior, [job(COPY, sl, interior)]
+
+
+def _bind_pad(ctx: OpContext, ins: list, outs: list, scratch) -> Step:
+    pads = _paddings(ctx)
+    src, dst = ins[0], outs[0]
+    sflat, dflat, dl, _, rows = _pad_interior(src, dst, pads)
     # The border as 2*rank disjoint boxes: along axis d, the pad slabs, with axes before d limited
     # to the interior (their pads are other boxes) and axes after d at full extent.
     box = dl
@@ -463,12 +469,7 @@ def _bind_mirror_pad(ctx: OpContext, ins: list, outs: list, scratch) -> Step:
     pads = _paddings(ctx)
     symmetric = getattr(ctx.op.options, "mode", "REFLECT") == "SYMMETRIC"
     src, dst = ins[0], outs[0]
-    sflat, sl = flat_of(src)
-    dflat, dl = flat_of(dst)
-    interior = dl
-    for ax, (a, _b) in enumerate(pads):
-        interior = interior.slice(ax, a, src.shape[ax])
-    rows = [job(COPY, sl, interior)]
+    sflat, dflat, _, interior, rows = _pad_interior(src, dst, pads)
     # Axis by axis, mirror the already complete part (axes before d at full extent, axes after d
     # interior only) into the pads of axis d: a copy within the output with stride -1.
     done = interior
@@ -505,16 +506,17 @@ def _supports_concat(ctx: OpContext) -> str | None:
     return None
 
 
+def _parts(sizes: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(k, start, size) of each non-empty part k when parts of `sizes` lie end to end along an axis."""
+    starts = accumulate(sizes[:-1], initial=0)
+    return [(k, s, n) for k, (s, n) in enumerate(zip(starts, sizes)) if n]
+
+
 def _bind_concat(ctx: OpContext, ins: list, outs: list, scratch) -> Step:
     dst = outs[0]
     axis = _axis(ctx.op.options.axis, dst.ndim)
-    calls, start = [], 0
-    for x in ins:
-        n = x.shape[axis]
-        if n:
-            calls.append(copy_call(x, lambda l: l, dst, lambda l, s=start, n=n: l.slice(axis, s, n)))
-        start += n
-    return step_of(calls)
+    return step_of([copy_call(ins[k], lambda l: l, dst, lambda l, s=s, n=n: l.slice(axis, s, n))
+                    for k, s, n in _parts([x.shape[axis] for x in ins])])
 
 
 def _supports_pack(ctx: OpContext) -> str | None:
@@ -534,13 +536,23 @@ def _bind_pack(ctx: OpContext, ins: list, outs: list, scratch) -> Step:
     return step_of([copy_call(x, lambda l: l, dst, lambda l, k=k: l.index(axis, k)) for k, x in enumerate(ins)])
 
 
-def _supports_unpack(ctx: OpContext) -> str | None:
-    x = ctx.inputs[0]
-    for out in ctx.outputs:
-        if out.dtype != x.dtype or not _same_quant(x, out):
-            return "outputs differ from the input in dtype or quantization"
+def _check_outputs_move(x, outputs) -> str | None:
+    """Checks for an op moving one input into several outputs: movable dtype, outputs like the input."""
     if x.dtype not in _MOVABLE:
         return f"{x.dtype} not supported"
+    for out in outputs:
+        if out.dtype != x.dtype or not _same_quant(x, out):
+            return "outputs differ from the input in dtype or quantization"
+        if any(d < 0 for d in out.shape):
+            return "dynamic output shape not supported"
+    return None
+
+
+def _supports_unpack(ctx: OpContext) -> str | None:
+    x = ctx.inputs[0]
+    reason = _check_outputs_move(x, ctx.outputs)
+    if reason:
+        return reason
     axis = _axis(ctx.op.options.axis, len(x.shape))
     if not 0 <= axis < len(x.shape) or x.shape[axis] != len(ctx.outputs):
         return "output count does not match the unpacked axis"
@@ -571,13 +583,9 @@ def _supports_split(ctx: OpContext) -> str | None:
         return "non-constant split axis not supported"
     axis, pos = found
     x = ctx.inputs[pos]
-    if x.dtype not in _MOVABLE:
-        return f"{x.dtype} not supported"
-    for out in ctx.outputs:
-        if out.dtype != x.dtype or not _same_quant(x, out):
-            return "outputs differ from the input in dtype or quantization"
-        if any(d < 0 for d in out.shape):
-            return "dynamic output shape not supported"
+    reason = _check_outputs_move(x, ctx.outputs)
+    if reason:
+        return reason
     if not 0 <= axis < len(x.shape) or sum(o.shape[axis] for o in ctx.outputs) != x.shape[axis]:
         return "output sizes along the axis do not add up to the input"
     return None
@@ -585,14 +593,8 @@ def _supports_split(ctx: OpContext) -> str | None:
 
 def _bind_split(ctx: OpContext, ins: list, outs: list, scratch) -> Step:
     axis, pos = _split_axis(ctx)
-    src = ins[pos]
-    calls, start = [], 0
-    for y in outs:
-        n = y.shape[axis]
-        if n:
-            calls.append(copy_call(src, lambda l, s=start, n=n: l.slice(axis, s, n), y))
-        start += n
-    return step_of(calls)
+    return step_of([copy_call(ins[pos], lambda l, s=s, n=n: l.slice(axis, s, n), outs[k])
+                    for k, s, n in _parts([y.shape[axis] for y in outs])])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -865,21 +867,24 @@ def _supports_depth_space(ctx: OpContext) -> str | None:
     return None
 
 
+def _depth_space_views(depth: np.ndarray, space: np.ndarray, b: int) -> tuple[Callable, Callable]:
+    """Layout transforms showing the depth tensor and the space tensor both as (n, h, bh, w, bw, c).
+
+    depth[n, h, w, (bh*b + bw)*C + c] is space[n, h*b + bh, w*b + bw, c].
+    """
+    h, w, c = depth.shape[1], depth.shape[2], space.shape[3]
+    return (lambda l: l.split(3, (b, b, c)).permute((0, 1, 3, 2, 4, 5)),
+            lambda l: l.split(2, (w, b)).split(1, (h, b)))
+
+
 def _bind_depth_to_space(ctx: OpContext, ins: list, outs: list, scratch) -> Step:
-    b = ctx.op.options.block_size
-    n, h, w, c = outs[0].shape[0], ins[0].shape[1], ins[0].shape[2], outs[0].shape[3]
-    # in[n, h, w, (bh*b + bw)*C + c] -> out[n, h*b + bh, w*b + bw, c]; both seen as (n, h, bh, w, bw, c)
-    src_view = lambda l: l.split(3, (b, b, c)).permute((0, 1, 3, 2, 4, 5))
-    dst_view = lambda l: l.split(2, (w, b)).split(1, (h, b))
-    return step_of([copy_call(ins[0], src_view, outs[0], dst_view)])
+    depth_view, space_view = _depth_space_views(ins[0], outs[0], ctx.op.options.block_size)
+    return step_of([copy_call(ins[0], depth_view, outs[0], space_view)])
 
 
 def _bind_space_to_depth(ctx: OpContext, ins: list, outs: list, scratch) -> Step:
-    b = ctx.op.options.block_size
-    h, w, c = outs[0].shape[1], outs[0].shape[2], ins[0].shape[3]
-    src_view = lambda l: l.split(2, (w, b)).split(1, (h, b))
-    dst_view = lambda l: l.split(3, (b, b, c)).permute((0, 1, 3, 2, 4, 5))
-    return step_of([copy_call(ins[0], src_view, outs[0], dst_view)])
+    depth_view, space_view = _depth_space_views(outs[0], ins[0], ctx.op.options.block_size)
+    return step_of([copy_call(ins[0], space_view, outs[0], depth_view)])
 
 
 # ----------------------------------------------------------------------------------------------
