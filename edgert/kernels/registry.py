@@ -189,14 +189,8 @@ def compiled_signature_count(step_functions: Iterable[Callable] = ()) -> int:
 
 
 def default_registry() -> KernelRegistry:
-    """A fresh registry with every built-in kernel family that is installed."""
+    """A fresh registry with every built-in kernel family."""
     registry = KernelRegistry()
     for name in FAMILY_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # family not written yet; its ops report as unsupported
-                continue
-            raise
-        module.register(registry)
+        importlib.import_module(name).register(registry)
     return registry
