@@ -338,6 +338,7 @@ CALLS = {
     "conv-outer": lambda: conv_model(np.int8, *CONV_CASES["outer-3x3-s2-c3-relu6"][:4], **CONV_CASES["outer-3x3-s2-c3-relu6"][4]),
     "conv-rows": lambda: conv_model(np.int8, *CONV_CASES["rows-1x1-c70-o9"][:4], **CONV_CASES["rows-1x1-c70-o9"][4]),
     "conv-im2col": lambda: conv_model(np.int8, *CONV_CASES["im2col-3x3-c16-o16"][:4], **CONV_CASES["im2col-3x3-c16-o16"][4]),
+    "conv-gemm": lambda: conv_model(np.int8, *GEMM_CASES["gemm-3x3-c64-o12-relu"][:4], **GEMM_CASES["gemm-3x3-c64-o12-relu"][4]),
     "depthwise": lambda: dw_model(np.int8, *DW_CASES["3x3-s1-relu6"][:4], **DW_CASES["3x3-s1-relu6"][4]),
     "fc": lambda: fc_model(np.int8, *FC_CASES["per-channel-relu"][:3], **FC_CASES["per-channel-relu"][3])[0],
     "tconv": lambda: tc_model(np.int8, *TC_CASES["3x3-s2-same-bias"][:5], **TC_CASES["3x3-s2-same-bias"][5]),
@@ -365,3 +366,107 @@ def test_real_int8_model_layers_exact(name):
     checked = check_real_model_ops(shared_model(name), FAMILY, lambda ours, ref: assert_close_quant(ours, ref, 0.0),
                                    seed=3)
     assert sum(checked.values()) > 0
+
+
+# ------------------------------------------------------------------ float32 GEMM path (qgemm)
+
+
+def _conv_path(model: bytes) -> str:
+    from edgert.kernels.conv import _qconv_path
+    from edgert.kernels.registry import OpContext
+
+    g = load_model(model)
+    return _qconv_path(OpContext.of(g.main, g.main.operators[0]))
+
+
+GEMM_CASES = {
+    # (in_shape, o, kh, kw, kwargs): K = KH*KW*C >= conv.QGEMM_MIN_K runs qgemm's float32 GEMM.
+    "gemm-3x3-c64-o12-relu": ((1, 8, 8, 64), 12, 3, 3, dict(act="RELU")),  # K = 576, padding taps
+    "gemm-1x1-c520-o5-odd": ((1, 6, 8, 520), 5, 1, 1, dict()),  # K % 32 = 8 tail columns, odd O
+    "gemm-3x3-s2-c80-o9": ((2, 11, 9, 80), 9, 3, 3, dict(stride=(2, 2), act="RELU6")),  # 11 rows: partial block
+}
+
+
+@pytest.mark.parametrize("name", GEMM_CASES)
+def test_conv2d_int8_gemm_path_exact(name):
+    in_shape, o, kh, kw, kw_ = GEMM_CASES[name]
+    model = conv_model(np.int8, in_shape, o, kh, kw, **kw_)
+    assert _conv_path(model) == "gemm"
+    assert_exact(model, [rand(np.int8, in_shape)])
+
+
+def test_conv2d_int8_gemm_path_strided_output_and_saturation():
+    in_shape, o, kh, kw, kw_ = GEMM_CASES["gemm-3x3-c64-o12-relu"]
+    model = conv_model(np.int8, in_shape, o, kh, kw, **dict(kw_, s_in=0.5, s_out=0.0005, zp_in=0, zp_out=0, act="NONE"))
+    assert _conv_path(model) == "gemm"
+    x = np.where(RNG.integers(0, 2, in_shape) == 1, 127, -128).astype(np.int8)
+    out = run_one(model, [x], strided=True)[0]
+    ref = reference_outputs(model, [x])[0]
+    assert_close_quant(np.array(out), ref, 0.0)
+    assert (ref == 127).any() and (ref == -128).any()
+
+
+def test_conv2d_uint8_gemm_path_beyond_float_exact_range():
+    """|x - zp_in| = 255 and |w - zp_w| = 255 on every tap: a whole-K float sum would reach
+    255 * 255 * 1152 > 2^24 and lose bits; qgemm.k_chunks must split K so each chunk stays exact."""
+    from edgert.kernels.qgemm import EXACT_LIMIT, KC, chunk_bound_ok, k_chunks
+
+    in_shape, o, k = (1, 8, 8, 128), 6, 3
+    model = conv_model(np.uint8, in_shape, o, k, k, per_channel=False, zp_in=255, zp_w=0, zp_out=128, s_in=0.01,
+                       s_out=50.0, w_range=(255, 255), bias_max=0)
+    assert _conv_path(model) == "gemm"
+    g = load_model(model)
+    w2 = g.main.tensors[g.main.operators[0].inputs[1]].data.reshape(o, -1)
+    bounds = k_chunks(w2, 0, 255)
+    assert 255 * 255 * w2.shape[1] > EXACT_LIMIT and max(np.diff(bounds)) < KC  # the bound, not KC, split it
+    assert chunk_bound_ok(w2, 0, 255, bounds)
+    x = np.zeros(in_shape, np.uint8)  # x - zp_in = -255 everywhere; padding taps contribute 0
+    x[0, 3, 3, :5] = 254
+    ref = assert_exact(model, [x])
+    assert len(np.unique(ref)) > 1
+
+
+def test_k_chunks_keep_every_chunk_within_the_exact_range():
+    from edgert.kernels.qgemm import KV, chunk_bound_ok, k_chunks
+
+    for k, w_off, a_max in [(1152, 0, 255), (2304, 0, 128), (700, -255, 255), (31, 0, 255), (4096, 0, 255)]:
+        w = RNG.integers(0 if w_off else -128, 256 if w_off else 128, (7, k)).astype(np.uint8 if w_off else np.int8)
+        bounds = k_chunks(w, w_off, a_max)
+        assert bounds[0] == 0 and bounds[-1] == k // KV * KV and (np.diff(bounds) % KV == 0).all()
+        assert chunk_bound_ok(w, w_off, a_max, np.append(bounds, k) if bounds[-1] != k else bounds)
+
+
+def test_gemm_block_equals_integer_matmul_at_the_limit():
+    """The microkernel alone, all operands at their extremes, chunks from k_chunks plus the tail."""
+    from edgert.kernels.qgemm import MR, gemm_block, k_chunks
+
+    k, n_o, w_off = 600, 5, -255
+    w = np.full((n_o, k), 0, np.uint8)  # w + w_off = -255 everywhere
+    w[:, ::7] = 255
+    tile = np.full((MR, 608), 255.0, np.float32)
+    tile[:, k:] = 0.0
+    tile[3, :k:5] = -255.0
+    chunks = k_chunks(w, w_off, 255)
+    acc = np.zeros((MR, n_o), np.int32)
+    gemm_block(tile, 0, w, 0, w_off, chunks, acc, False)
+    tail = np.zeros((n_o, 608 - chunks[-1]), np.uint8)
+    tail[:, : k - chunks[-1]] = w[:, chunks[-1]:]
+    # padded tail weights meet zero tile columns, so w_off there contributes nothing
+    gemm_block(tile, 0, tail, chunks[-1], w_off, np.array([chunks[-1], 608], np.int64), acc, True)
+    expect = tile[:, :k].astype(np.int64) @ (w.astype(np.int64) + w_off).T
+    assert (acc == expect.astype(np.int32)).all()
+
+
+def test_gemm_block_needs_the_chunks_beyond_2_pow_24():
+    """Without k_chunks' split the float sum is measurably wrong (so the split is what keeps it exact)."""
+    from edgert.kernels.qgemm import MR, gemm_block, k_chunks
+
+    k = 4096
+    w = RNG.integers(200, 256, (6, k)).astype(np.uint8)
+    tile = -RNG.integers(200, 256, (MR, k)).astype(np.float32)
+    expect = (tile.astype(np.int64) @ w.T.astype(np.int64)).astype(np.int32)
+    acc = np.zeros((MR, 6), np.int32)
+    gemm_block(tile, 0, w, 0, 0, np.array([0, k], np.int64), acc, False)
+    assert (acc != expect).any()  # one chunk: partial sums beyond 2^24 round
+    gemm_block(tile, 0, w, 0, 0, k_chunks(w, 0, 255), acc, False)
+    assert (acc == expect).all()
