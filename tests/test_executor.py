@@ -18,6 +18,9 @@ from edgert.runtime.executor import Executor
 
 SINE = DATA / "sine_float.tflite"
 KWS = DATA / "kws_ds_cnn_float.tflite"
+KWS_INT8 = DATA / "kws_ds_cnn_int8.tflite"
+JARVIS = DATA / "hey_jarvis.tflite"
+RESNET = DATA / "ic_resnet8_float.tflite"
 
 
 def _inputs(ex, name, seed=0):
@@ -36,8 +39,9 @@ def test_outputs_match_litert_and_copy_semantics():
     assert not np.shares_memory(copy, ex.arena.buffer)
 
 
-def test_no_allocation_and_flat_rss_over_1000_runs():
-    ex = Executor({"kws": KWS} if _supported(KWS) else {"sine": SINE})
+@pytest.mark.parametrize("path", [KWS, JARVIS], ids=["kws_float", "hey_jarvis_int8_stateful"])
+def test_no_allocation_and_flat_rss_over_1000_runs(path):
+    ex = Executor({"m": path} if _supported(path) else {"sine": SINE})
     name = ex.models[0]
     x = _inputs(ex, name)
     for _ in range(20):
@@ -169,3 +173,69 @@ def test_packed_weights_live_in_the_persistent_region_and_count_in_the_plan():
     assert np.shares_memory(seen["packed"], ex.arena.region("persistent"))
     out = ex.run("m", [np.ones((1, 16), np.float32)])[0]
     np.testing.assert_array_equal(out, 1 + 2 * np.arange(16, dtype=np.float32).reshape(1, 16))
+
+
+def _two_input_model():
+    b = ModelBuilder()
+    x = b.input("x", (2, 3), np.float32)
+    y = b.input("y", (3,), np.float32)
+    z = b.tensor("z", (2, 3), np.float32)
+    b.op("ADD", [x, y], [z], options={"fused_activation_function": "NONE"})
+    b.output(z)
+    return b.build()
+
+
+def test_every_input_form_gives_the_same_outputs():
+    """Lists and tuples of arrays, mappings, read-only, strided and Fortran-order arrays all run alike."""
+    model = _two_input_model()
+    ex = Executor({"m": model})
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-2, 2, (2, 3)).astype(np.float32)
+    y = rng.uniform(-2, 2, (3,)).astype(np.float32)
+    ref = run_reference(model, [x, y])[0]
+    read_only = np.frombuffer(x.tobytes(), np.float32).reshape(2, 3)
+    strided = np.repeat(y, 2)[::2]
+    forms = [[x, y], (x, y), {"y": y, "x": x}, [read_only, strided], [np.asfortranarray(x), y], [x.tolist(), y]]
+    for form in forms[:-1]:
+        np.testing.assert_array_equal(ex.run("m", form)[0], ref)
+    with pytest.raises(RequestError) as e:  # a nested list is float64: named, not cast
+        ex.run("m", forms[-1])
+    assert e.value.kind == "bad_dtype"
+
+
+def test_a_bad_second_input_is_named():
+    ex = Executor({"m": _two_input_model()})
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(RequestError, match="'y'") as e:
+        ex.run("m", [x, np.ones((2, 3), np.float32)])
+    assert e.value.kind == "bad_shape"
+    with pytest.raises(RequestError, match="'y'") as e:
+        ex.run("m", (x, np.ones(3, np.int32)))
+    assert e.value.kind == "bad_dtype"
+    np.testing.assert_array_equal(ex.run("m", [x, np.ones(3, np.float32)])[0], np.full((2, 3), 2, np.float32))
+
+
+@pytest.mark.parametrize("path", [SINE, KWS, KWS_INT8, JARVIS, RESNET], ids=lambda p: p.stem)
+def test_run_calls_compiled_kernels_directly_with_the_same_results(path):
+    """run() skips numba's per-call type dispatch (each kernel's compiled entry point, BLAS drivers
+    split into their calls) and gives bit-identical outputs to calling the bound steps as bound."""
+    from numba.core.registry import CPUDispatcher
+
+    ex = Executor({"m": path})
+    m = ex._models["m"]
+    assert not [fn for fn, _ in m.run_steps if isinstance(fn, CPUDispatcher)]
+    for seed in range(3):
+        x = _inputs(ex, "m", seed=seed)
+        ex.reset_state()
+        ours = ex.run("m", x)
+        ex.reset_state()
+        for view, value in zip(m.input_views, x):
+            view[...] = value
+        for fn, args in m.steps:
+            fn(*args)
+        for a, b in zip(ours, m.output_views):
+            np.testing.assert_array_equal(a, b)
+    n_kernels = ex.kernel_count()
+    for seed in range(3):
+        ex.run("m", _inputs(ex, "m", seed=seed))
+    assert ex.kernel_count() == n_kernels  # nothing compiled in run()

@@ -366,6 +366,17 @@ def _transpose_conv_gemm(x_rows, w_t, col, bias, has_bias, out, geom):
     _col2im_gather(col, bias, has_bias, out, *geom)
 
 
+# The same calls as separate steps, so the executor can make each a direct call (see executor.py).
+_gemm_bias_act.as_steps = lambda x, w_t, out_rows, bias, has_bias, lo, hi, post: [
+    (np.matmul, (x, w_t, out_rows)), *([(_bias_act_rows, (out_rows, bias, has_bias, lo, hi))] if post else [])]
+_im2col_gemm.as_steps = lambda inp, tiles, geom, w_t, bias, has_bias, lo, hi, post: [
+    step for r0, col, out_rows in tiles for step in (
+        (_im2col, (inp, col, r0, *geom)), (np.matmul, (col, w_t, out_rows)),
+        *([(_bias_act_rows, (out_rows, bias, has_bias, lo, hi))] if post else []))]
+_transpose_conv_gemm.as_steps = lambda x_rows, w_t, col, bias, has_bias, out, geom: [
+    (np.matmul, (x_rows, w_t, col)), (_col2im_gather, (col, bias, has_bias, out, *geom))]
+
+
 # ---------------------------------------------------------------- CONV_2D
 
 

@@ -4,7 +4,8 @@ A kernel family module exposes `register(registry)` and adds `KernelEntry` value
 runs. The executor asks the registry for an entry per operator at load time (so an unsupported
 op fails at load, never at request time) and calls `entry.bind(...)` once per step to get a
 `Step`: a callable and its arguments, already bound to arena views. Running a model is then
-`for fn, args in steps: fn(*args)`.
+`for fn, args in steps: fn(*args)`. A Python driver step may set `fn.as_steps(*args) -> [Step]`,
+the same calls as separate steps, which the executor runs instead (see docs/runtime.md).
 """
 
 from __future__ import annotations

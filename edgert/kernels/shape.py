@@ -305,6 +305,9 @@ def _run_calls(calls: tuple) -> None:
         run_jobs(src, dst, jobs, fill)
 
 
+_run_calls.as_steps = lambda calls: [(run_jobs, call) for call in calls]  # one step per call (executor.py)
+
+
 def step_of(calls: Sequence[MoveCall]) -> Step:
     """A Step running the calls: the numba kernel itself when there is one call."""
     packed = tuple((c.src, c.dst, c.jobs, c.fill) for c in calls)

@@ -10,6 +10,7 @@ before the constructor returns, so `run()` never compiles.
 from __future__ import annotations
 
 import json
+import operator
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,10 @@ class _Model:
     steps: list[Step]
     init_steps: list[Step]
     persistent_offset: int = 0
+    # What run() calls: `steps` expanded and resolved to compiled entry points (see _direct_steps).
+    run_steps: list[Step] | None = None
+    # (arena view, dtype, shape) per input, for run()'s check-and-copy loop.
+    input_slots: tuple = ()
 
 
 @dataclass
@@ -91,6 +96,67 @@ def _needs_own_persistent(graph: Graph, p: MemoryPlan) -> bool:
     return any(pl.region == "persistent" and sg.tensors[i].type_name != "RESOURCE" for i, pl in p.placements.items())
 
 
+def _compiled_entry(fn: Callable, args: tuple) -> Callable | None:
+    """The compiled overload a numba dispatcher `fn` would run for exactly these arguments, or None.
+
+    A dispatcher call types every argument on each call (about 0.15-0.3 µs a step); the overload's
+    entry point only unboxes them. Step arguments are fixed objects bound at load, so their types
+    cannot change between runs and the lookup done once here stays valid. None (keep the
+    dispatcher) when `fn` is not a dispatcher or has no overload for these exact types.
+    """
+    overloads, typeof = getattr(fn, "overloads", None), getattr(fn, "typeof_pyval", None)
+    if not isinstance(overloads, Mapping) or typeof is None:
+        return None
+    try:
+        key = tuple(typeof(a) for a in args)
+    except Exception:  # an argument numba cannot type: leave the call to the dispatcher
+        return None
+    cres = overloads.get(key)
+    return getattr(cres, "entry_point", None)
+
+
+def _plain(a: object) -> bool:
+    return type(a) is np.ndarray
+
+
+def _direct_step(fn: Callable, args: tuple) -> Step:
+    """One step with the cheapest call that does the same work.
+
+    numba kernels: their compiled entry point. numpy calls with fixed operands: np.copyto of equal
+    dtype and shape is an item assignment (no casting or broadcasting to decide), np.matmul of 2-D
+    contiguous operands into a C-contiguous, non-overlapping output is np.dot (both are one BLAS
+    call; dot skips the ufunc machinery, about 0.5 µs on small matrices).
+    """
+    if fn is np.copyto and len(args) == 2 and all(map(_plain, args)):
+        dst, src = args
+        if dst.dtype == src.dtype and dst.shape == src.shape:
+            return operator.setitem, (dst, Ellipsis, src)
+        return fn, args
+    if fn is np.matmul and len(args) == 3 and all(map(_plain, args)):
+        x, w, out = args
+        if (x.ndim == w.ndim == out.ndim == 2 and x.dtype == w.dtype == out.dtype == np.float32
+                and out.flags.c_contiguous and (x.flags.c_contiguous or x.flags.f_contiguous)
+                and (w.flags.c_contiguous or w.flags.f_contiguous)
+                and not np.may_share_memory(out, x) and not np.may_share_memory(out, w)):
+            return np.dot, args
+        return fn, args
+    entry = _compiled_entry(fn, args)
+    return (fn, args) if entry is None else (entry, args)
+
+
+def _direct_steps(steps: Sequence[Step]) -> list[Step]:
+    """The steps run() calls: Python drivers that declare `as_steps` expanded into their calls, each
+    call made direct (_direct_step). Done after warm-up, when every kernel has its overload."""
+    out: list[Step] = []
+    for fn, args in steps:
+        expand = getattr(fn, "as_steps", None)
+        if expand is not None:
+            out += _direct_steps(expand(*args))
+        else:
+            out.append(_direct_step(fn, args))
+    return out
+
+
 def _is_noop(sg: Subgraph, op_index: int, p: MemoryPlan) -> bool:
     """True when nothing is left to do per request: a view op or fully placed concat (the planner put the
     result in place), a variable handle, or CALL_ONCE (its init subgraph ran at load)."""
@@ -108,6 +174,12 @@ def _is_noop(sg: Subgraph, op_index: int, p: MemoryPlan) -> bool:
         return fa in ("NONE", None) and bool(placed) and all(
             q is not None and q.alias_kind == "concat" and q.alias_of == outs[0] for q in placed)
     return False
+
+
+def _prepare(m: _Model) -> None:
+    """Fill in what run() uses: the direct steps and the input slots."""
+    m.run_steps = _direct_steps(m.steps)
+    m.input_slots = tuple((view, spec.dtype, tuple(spec.shape)) for view, spec in zip(m.input_views, m.inputs))
 
 
 class Executor:
@@ -154,6 +226,7 @@ class Executor:
         self.models = tuple(self._models)
         t1 = time.perf_counter()
         self._warm_up()
+        self._prepare_all()  # now every kernel has its compiled overload
         self.reset_state()
         self.compile_seconds = time.perf_counter() - t1
 
@@ -178,6 +251,15 @@ class Executor:
                 v.bound = self._bind_variant(name, v)
         self._models = {name: self._base[name] if key is None else self._variants[name][key].bound
                         for name, key in self._active.items()}
+        self._prepare_all()
+
+    def _prepare_all(self) -> None:
+        for m in self._base.values():
+            _prepare(m)
+        for variants in self._variants.values():
+            for v in variants.values():
+                if v.bound is not None:
+                    _prepare(v.bound)
 
     def _bind_variant(self, name: str, v: _Variant) -> _Model:
         m = self._bind(name, v.graph, v.plan, v.persistent_offset, self._states[name])
@@ -342,12 +424,7 @@ class Executor:
             raise RequestError(f"model {m.name!r} takes {len(m.inputs)} input(s), got {len(inputs)}", kind="bad_input_count")
         return inputs
 
-    def run(self, model: str, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray], *,
-            copy: bool = True) -> list[np.ndarray]:
-        """Run one request. Outputs are copies, or with copy=False views into the arena that stay
-        valid only until the next run() on this executor."""
-        m = self._model(model)
-        values = self._ordered_inputs(m, inputs)
+    def _check_inputs(self, m: _Model, values: list) -> None:
         for spec, value in zip(m.inputs, values):
             value = np.asarray(value)
             if value.dtype != spec.dtype:
@@ -356,9 +433,37 @@ class Executor:
             if value.shape != spec.shape:
                 raise RequestError(f"model {m.name!r} input {spec.name!r}: shape {list(value.shape)} given, "
                                    f"{list(spec.shape)} expected", kind="bad_shape")
-        for view, value in zip(m.input_views, values):
-            np.copyto(view, value, casting="no")
-        for fn, args in m.steps:
+
+    def run(self, model: str, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray], *,
+            copy: bool = True) -> list[np.ndarray]:
+        """Run one request. Outputs are copies, or with copy=False views into the arena that stay
+        valid only until the next run() on this executor."""
+        m = self._models.get(model)
+        if m is None:
+            m = self._model(model)  # raises unknown_model
+        # Common case first: a list/tuple of numpy arrays of the right dtype and shape (one input
+        # without a loop: 0.25 µs of the 1.5 µs a 3-op model takes); anything else (a mapping,
+        # array-likes, an error) takes the full path, which names what is wrong.
+        slots = m.input_slots
+        ready = False
+        if type(inputs) is list or type(inputs) is tuple:
+            if len(inputs) == 1 and len(slots) == 1:
+                value = inputs[0]
+                view, dtype, shape = slots[0]
+                if type(value) is np.ndarray and value.dtype == dtype and value.shape == shape:
+                    view[...] = value
+                    ready = True
+            elif len(inputs) == len(slots) and all(type(v) is np.ndarray and v.dtype == d and v.shape == s
+                                                   for (_, d, s), v in zip(slots, inputs)):
+                for (view, _, _), value in zip(slots, inputs):
+                    view[...] = value
+                ready = True
+        if not ready:
+            values = self._ordered_inputs(m, inputs)
+            self._check_inputs(m, values)
+            for view, value in zip(m.input_views, values):
+                np.copyto(view, value, casting="no")
+        for fn, args in m.run_steps:
             fn(*args)
         return [v.copy() for v in m.output_views] if copy else list(m.output_views)
 
@@ -421,6 +526,7 @@ class Executor:
                 fn(*args)
         finally:
             self.arena.region("persistent")[...] = saved
+        _prepare(v.bound)
         self._variants[name][key] = v
         self.persistent_bytes, self.activation_bytes = persistent, activation
         self.arena_bytes = persistent + activation
