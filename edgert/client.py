@@ -31,6 +31,10 @@ from edgert.serve import protocol
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 _ASK_LIMIT_ABOVE = 1 << 20  # the daemon's max message is at least this (config enforces it)
+# Requests up to this size are copied into zmq's buffers: a zero-copy send hands the frame's
+# release to pyzmq's garbage-collector thread, which measured ~70 us per 64 KiB request against
+# ~5 us for the copy. Larger requests are sent without a copy.
+_COPY_UP_TO = 512 << 10
 
 
 class ServerError(EdgeRTError):
@@ -157,10 +161,11 @@ class Client:
         retries = self.retries if retries is None else retries
         rid = self._next_id()
         frames = frames_for_id(rid)
+        copy = sum(memoryview(f).nbytes for f in frames) <= _COPY_UP_TO
         for attempt in range(retries + 1):
             sock = self._socket()
             # The empty delimiter makes the envelope the same as a REQ socket's.
-            sock.send_multipart([b"", *frames], copy=False)
+            sock.send_multipart([b"", *frames], copy=copy)
             end = time.monotonic() + timeout
             while (left := end - time.monotonic()) > 0:
                 if not sock.poll(int(left * 1000) + 1, zmq.POLLIN):

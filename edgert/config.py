@@ -2,7 +2,7 @@
 
 Layout (every key optional except at least one [[models]] entry; see configs/default.toml):
 
-    [server]   endpoints, queue_size, request_timeout, drain_timeout, max_message, log_level
+    [server]   endpoints, queue_size, request_timeout, drain_timeout, inline_max, max_message, log_level
     [runtime]  budget, rss_limit, threads, numba_cache_dir, strategy, order, [runtime.aliasing]
     [security] curve_secret_key, curve_authorized_keys
     [[models]] name, path, plan
@@ -68,6 +68,9 @@ class Config:
     queue_size: int = 32
     request_timeout: float = 10.0  # seconds; the deadline of requests that bring none
     drain_timeout: float = 10.0  # seconds SIGTERM waits for queued requests
+    # Requests of a model whose last run took at most this long run on the I/O thread when the
+    # compute thread is idle (no thread hand-off); 0 sends every request through the queue.
+    inline_max: float = 0.002
     max_message_bytes: int = 16 << 20
     log_level: str = "info"
     budget: int | None = None
@@ -98,7 +101,8 @@ class Config:
 
 
 _SECTIONS = {
-    "server": {"endpoints", "queue_size", "request_timeout", "drain_timeout", "max_message", "log_level"},
+    "server": {"endpoints", "queue_size", "request_timeout", "drain_timeout", "inline_max", "max_message",
+               "log_level"},
     "runtime": {"budget", "rss_limit", "threads", "numba_cache_dir", "strategy", "order", "aliasing"},
     "security": {"curve_secret_key", "curve_authorized_keys"},
     "models": {"name", "path", "plan"},
@@ -148,7 +152,7 @@ class _Reader:
             raise self.fail(key, f"must be positive, got {value!r}")
         return n
 
-    def duration(self, value: Any, key: str) -> float:
+    def duration(self, value: Any, key: str, *, allow_zero: bool = False) -> float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             seconds = float(value)
         elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
@@ -156,8 +160,8 @@ class _Reader:
             seconds = float(m.group(1)) * {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}[unit]
         else:
             raise self.fail(key, f"expected a duration like \"5s\" or \"250ms\", got {value!r}")
-        if not seconds > 0:
-            raise self.fail(key, f"must be positive, got {value!r}")
+        if not (seconds > 0 or (allow_zero and seconds == 0)):
+            raise self.fail(key, f"must be {'zero or ' if allow_zero else ''}positive, got {value!r}")
         return seconds
 
     def positive_int(self, value: Any, key: str, maximum: int) -> int:
@@ -245,6 +249,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | str = ".", source:
         kw["request_timeout"] = r.duration(server["request_timeout"], "server.request_timeout")
     if "drain_timeout" in server:
         kw["drain_timeout"] = r.duration(server["drain_timeout"], "server.drain_timeout")
+    if "inline_max" in server:
+        kw["inline_max"] = r.duration(server["inline_max"], "server.inline_max", allow_zero=True)
     if "max_message" in server:
         kw["max_message_bytes"] = r.size(server["max_message"], "server.max_message")
         if kw["max_message_bytes"] < MIN_MAX_MESSAGE:

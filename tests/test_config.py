@@ -154,6 +154,17 @@ def test_bundled_prefix_and_durations():
     assert cfg.models[0].path.is_file()
 
 
+def test_inline_max_defaults_to_2ms_and_takes_zero():
+    assert parse_toml(MODEL).inline_max == 0.002
+    assert parse_toml('[server]\ninline_max = "5ms"\n' + MODEL).inline_max == 0.005
+    assert parse_toml('[server]\ninline_max = 0\n' + MODEL).inline_max == 0.0
+    for bad in ('"-1ms"', '"fast"', "true"):
+        with pytest.raises(ConfigError, match="server.inline_max"):
+            parse_toml(f'[server]\ninline_max = {bad}\n' + MODEL)
+    with pytest.raises(ConfigError, match="server.drain_timeout.*positive"):
+        parse_toml('[server]\ndrain_timeout = 0\n' + MODEL)
+
+
 def test_exposure_warning_without_curve(tmp_path):
     open_cfg = parse_toml('[server]\nendpoints = ["tcp://0.0.0.0:5555", "tcp://127.0.0.1:5556"]\n' + MODEL)
     (warning,) = open_cfg.exposure_warnings()

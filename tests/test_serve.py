@@ -253,6 +253,13 @@ def test_load_8_threads_two_models(two_models):
             t.join(timeout=300)
 
     try:
+        # One client at a time: short requests run on the I/O thread (server.inline_max, default 2 ms).
+        before_inline = client.stats()["models"]["sine"]["inline"]
+        for i in range(20):
+            (y,) = client.infer("sine", [sine_x[i]])
+            assert close_enough(y, refs["sine"][i])
+        assert client.stats()["models"]["sine"]["inline"] == before_inline + 20
+        # Then 8 clients at once: inline runs and queued runs interleave on one executor.
         run(25, 0)  # warm: sockets, pymalloc pools, latency rings
         before = d.rss()
         done[:] = [0] * threads

@@ -23,7 +23,9 @@ def daemon(tmp_path_factory, numba_cache):
     tmp = tmp_path_factory.mktemp("errors")
     port = free_port()
     d = Daemon(tmp, numba_cache, config_text(port, {"sine": SINE, "kws": KWS},
-                                             server='queue_size = 2\nmax_message = "1MiB"\n'), port=port)
+                                             # every request through the queue, so it can fill up
+                                             server='queue_size = 2\nmax_message = "1MiB"\ninline_max = 0\n'),
+               port=port)
     with d:
         d.wait_ready()
         yield d
@@ -33,7 +35,7 @@ def daemon(tmp_path_factory, numba_cache):
 def ctx():
     c = zmq.Context()
     yield c
-    c.term()
+    c.destroy(linger=0)  # closes sockets a failed test left open (term() would wait for them)
 
 
 def raw(ctx: zmq.Context, d: Daemon, kind: int = zmq.DEALER) -> zmq.Socket:
@@ -127,6 +129,7 @@ def test_full_queue_answers_busy_at_once(daemon, ctx):
     ref = litert_outputs(KWS, [X])[0]
     assert all(close_enough(r.arrays[0], ref) for r in replies.values() if r.status == "ok")
     assert all(r.error_kind == "busy" for r in replies.values() if r.status == "busy")
+    assert Client(daemon.endpoint).stats()["models"]["kws"]["inline"] == 0  # inline_max = 0: all queued
 
 
 def test_disconnect_mid_request_does_not_disturb_others(daemon, ctx):

@@ -2,10 +2,13 @@
 
 Threads: the main thread is the I/O loop — it owns the ROUTER socket, decodes and validates every
 request against the current models' specs, answers control requests and malformed ones itself,
-and forwards replies. One compute thread owns the Executor (it is not thread-safe) and takes jobs
-from a bounded queue; its replies travel back over an inproc PAIR socket because zmq sockets must
-stay on one thread. Reloads build a whole new Executor on a loader thread; the switch is a marker
-in the job queue, so requests validated against the old models still run on them.
+and forwards replies. One compute thread takes jobs from a bounded queue; its replies travel back
+over an inproc PAIR socket because zmq sockets must stay on one thread. The Executor is not
+thread-safe: a lock makes its runs one at a time. A short job (its model's last run took at most
+`server.inline_max`) that finds the queue empty and the compute thread idle runs on the I/O thread
+itself — the two thread hand-offs cost more than such a run. Reloads build a whole new Executor
+on a loader thread; the switch is a marker in the job queue, so requests validated against the
+old models still run on them.
 """
 
 from __future__ import annotations
@@ -101,11 +104,12 @@ def load_models(config: Config, progress: Callable[[str], None] | None = None) -
 # -- statistics ------------------------------------------------------------------------------------
 
 class _ModelStats:
-    __slots__ = ("requests", "ok", "errors", "latency", "run", "n")
+    __slots__ = ("requests", "ok", "inline", "errors", "latency", "run", "n")
 
     def __init__(self) -> None:
         self.requests = 0
         self.ok = 0
+        self.inline = 0
         self.errors: dict[str, int] = {}
         self.latency = np.zeros(LATENCY_SAMPLES)
         self.run = np.zeros(LATENCY_SAMPLES)
@@ -133,11 +137,12 @@ class Stats:
             s = self._models[model] = _ModelStats()
         return s
 
-    def ok(self, model: str, latency_ms: float, run_ms: float) -> None:
+    def ok(self, model: str, latency_ms: float, run_ms: float, inline: bool) -> None:
         with self._lock:
             s = self._get(model)
             s.requests += 1
             s.ok += 1
+            s.inline += inline
             i = s.n % LATENCY_SAMPLES
             s.latency[i] = latency_ms
             s.run[i] = run_ms
@@ -158,7 +163,7 @@ class Stats:
             for name in models:
                 s = self._get(name)
                 k = min(s.n, LATENCY_SAMPLES)
-                out[name] = {"requests": s.requests, "ok": s.ok, "errors": dict(s.errors),
+                out[name] = {"requests": s.requests, "ok": s.ok, "inline": s.inline, "errors": dict(s.errors),
                              "latency_ms": _percentiles(s.latency[:k]), "run_ms": _percentiles(s.run[:k]),
                              "latency_samples": k}
             return {"models": out, "rejected": dict(self._rejected)}
@@ -185,13 +190,16 @@ _STOP = object()
 
 
 class _Compute(threading.Thread):
-    """Owns the Executor: runs jobs in order, sends reply frames to the I/O thread."""
+    """Runs queued jobs in order and sends their reply frames to the I/O thread."""
 
-    def __init__(self, context: zmq.Context, address: str, jobs: queue.Queue, models: ModelSet, stats: Stats):
+    def __init__(self, context: zmq.Context, address: str, jobs: queue.Queue, models: ModelSet, stats: Stats,
+                 lock: threading.Lock, run_ms: dict[str, float]):
         super().__init__(name="edgert-compute", daemon=True)
         self.jobs = jobs
         self.models = models
         self.stats = stats
+        self.lock = lock  # held while any executor runs: the I/O thread runs small jobs inline
+        self.run_ms = run_ms
         self.heartbeat = time.monotonic()
         self._sock = context.socket(zmq.PAIR)
         self._sock.sndhwm = 0  # the job queue already bounds how much can be in flight
@@ -210,9 +218,10 @@ class _Compute(threading.Thread):
                 if job is _STOP:
                     break
                 if isinstance(job, _Swap):
-                    old, self.models = self.models, job.models
-                    del old  # the old executor's arena is freed once the I/O thread drops it too
-                    self.models.executor.claim_thread()
+                    with self.lock:
+                        old, self.models = self.models, job.models
+                        del old  # the old executor's arena is freed once the I/O thread drops it too
+                        self.models.executor.claim_thread()
                     continue
                 self._run(job)
         finally:
@@ -220,32 +229,42 @@ class _Compute(threading.Thread):
             self._sock.close(linger=-1)
 
     def _run(self, job: _Job) -> None:
-        start = time.monotonic()
-        if start > job.deadline:
-            self.stats.error(job.model, "timeout")
-            late = (start - job.deadline) * 1000
-            self._sock.send_multipart(job.envelope + protocol.error_reply(job.rid, RequestError(
-                f"deadline passed {late:.1f} ms before the request could start", kind="timeout")))
-            return
-        try:
-            outs = self.models.executor.run(job.model, job.arrays, copy=False)
-        except RequestError as exc:
-            self.stats.error(job.model, exc.kind)
-            self._sock.send_multipart(job.envelope + protocol.error_reply(job.rid, exc))
-            return
-        except Exception as exc:  # a kernel bug must not kill the daemon: report it, keep serving
-            log.exception("model %s failed on request %s", job.model, job.rid)
-            self.stats.error(job.model, "internal")
-            self._sock.send_multipart(job.envelope + protocol.error_reply(
-                job.rid, RequestError(f"internal error: {type(exc).__name__}: {exc}", kind="internal")))
-            return
-        end = time.monotonic()
-        frames = protocol.encode_reply(job.rid, outputs=list(zip(self.models.output_names[job.model], outs)),
-                                       timing_us={"queue": int((start - job.received) * 1e6),
-                                                  "run": int((end - start) * 1e6)})
-        # copy=True: the outputs are arena views the next run overwrites, so zmq must own a copy now.
-        self._sock.send_multipart(job.envelope + frames, copy=True)
-        self.stats.ok(job.model, (end - job.received) * 1000, (end - start) * 1000)
+        with self.lock:
+            frames = execute(self.models, job, self.stats, self.run_ms, inline=False)
+            # copy=True: outputs are arena views, so zmq must own a copy before the lock is released.
+            self._sock.send_multipart(frames, copy=True)
+
+
+def execute(models: ModelSet, job: _Job, stats: Stats, run_ms: dict[str, float], *, inline: bool) -> list:
+    """Run one validated job on `models`; the reply frames (envelope first). Caller holds the executor lock.
+
+    Outputs are arena views the next run overwrites, so the caller must send the frames with
+    copy=True before it releases the lock. run_ms[model] is set to this run's time (the inline
+    decision reads it).
+    """
+    start = time.monotonic()
+    if start > job.deadline:
+        stats.error(job.model, "timeout")
+        late = (start - job.deadline) * 1000
+        return job.envelope + protocol.error_reply(job.rid, RequestError(
+            f"deadline passed {late:.1f} ms before the request could start", kind="timeout"))
+    try:
+        outs = models.executor.run(job.model, job.arrays, copy=False)
+    except RequestError as exc:
+        stats.error(job.model, exc.kind)
+        return job.envelope + protocol.error_reply(job.rid, exc)
+    except Exception as exc:  # a kernel bug must not kill the daemon: report it, keep serving
+        log.exception("model %s failed on request %s", job.model, job.rid)
+        stats.error(job.model, "internal")
+        return job.envelope + protocol.error_reply(
+            job.rid, RequestError(f"internal error: {type(exc).__name__}: {exc}", kind="internal"))
+    end = time.monotonic()
+    run_ms[job.model] = (end - start) * 1000
+    frames = protocol.encode_reply(job.rid, outputs=list(zip(models.output_names[job.model], outs)),
+                                   timing_us={"queue": int((start - job.received) * 1e6),
+                                              "run": int((end - start) * 1e6)})
+    stats.ok(job.model, (end - job.received) * 1000, (end - start) * 1000, inline)
+    return job.envelope + frames
 
 
 # -- the server ------------------------------------------------------------------------------------
@@ -274,6 +293,9 @@ class Server:
         self._jobs: queue.Queue = queue.Queue()
         self._models: ModelSet | None = None
         self._compute: _Compute | None = None
+        self._exec_lock = threading.Lock()  # one executor run at a time, on either thread
+        self._run_ms: dict[str, float] = {}  # model -> its last run's time (either thread writes)
+        self._claimed: ModelSet | None = None  # the models whose `threads` setting this thread took
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -335,7 +357,8 @@ class Server:
         if self.config.rss_limit is not None and rss.rss > self.config.rss_limit:
             raise EdgeRTError(f"RSS after warm-up is {rss.rss} bytes ({format_bytes(rss.rss)}), over "
                               f"runtime.rss_limit {self.config.rss_limit} ({format_bytes(self.config.rss_limit)})")
-        self._compute = _Compute(self._context, "inproc://edgert-replies", self._jobs, self._models, self.stats)
+        self._compute = _Compute(self._context, "inproc://edgert-replies", self._jobs, self._models, self.stats,
+                                 self._exec_lock, self._run_ms)
         self._compute.start()
         for sig, handler in ((signal.SIGTERM, self._on_term), (signal.SIGINT, self._on_term),
                              (signal.SIGHUP, self._on_hup)):
@@ -493,9 +516,30 @@ class Server:
                 f"queue full ({self.config.queue_size} requests waiting)", kind="busy"), req.model)
             return
         wait = self.config.request_timeout if req.deadline_ms is None else req.deadline_ms / 1000.0
-        self._inflight += 1
         # The arrays are views on the received frames; the job keeps them alive until the run.
-        self._jobs.put(_Job(envelope, req.id, req.model, arrays, received, received + wait))
+        job = _Job(envelope, req.id, req.model, arrays, received, received + wait)
+        if self._run_inline(models, job):
+            return
+        self._inflight += 1
+        self._jobs.put(job)
+
+    def _run_inline(self, models: ModelSet, job: _Job) -> bool:
+        """Run a short job here when nothing is queued and the compute thread is idle: no thread
+        hand-off, the reply goes straight out. False (the job is untouched) when it must queue."""
+        limit = self.config.inline_max * 1000
+        if limit <= 0 or self._run_ms.get(job.model, 0.0) > limit or self._jobs.qsize():
+            return False
+        if not self._exec_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._claimed is not models:  # numba's thread count is per thread
+                models.executor.claim_thread()
+                self._claimed = models
+            frames = execute(models, job, self.stats, self._run_ms, inline=True)
+            self._router.send_multipart(frames, copy=True)
+        finally:
+            self._exec_lock.release()
+        return True
 
     # -- control requests --------------------------------------------------------------------
     def _control(self, envelope: list, req: protocol.Request) -> None:
