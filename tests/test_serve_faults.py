@@ -25,7 +25,9 @@ HAND = REPO / "edgert" / "data" / "hand_recrop.tflite"
 
 def test_sigterm_under_load_answers_in_flight_and_exits_0(tmp_path, numba_cache):
     port = free_port()
-    cfg = config_text(port, {"hand": HAND}, server="queue_size = 64\n", runtime='budget = "48MiB"\n')
+    # inline_max = 0: every request queues, so SIGTERM finds queued ones even on a machine where
+    # hand_recrop runs under the 2 ms default (then the I/O thread would run each one itself).
+    cfg = config_text(port, {"hand": HAND}, server="queue_size = 64\ninline_max = 0\n", runtime='budget = "48MiB"\n')
     with Daemon(tmp_path, numba_cache, cfg, port=port) as d:
         d.wait_ready()
         x = np.random.default_rng(0).random((1, 256, 256, 3), dtype=np.float32)
