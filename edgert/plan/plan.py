@@ -449,8 +449,9 @@ def _assemble(graph, sg, subgraph, layout: _Layout, kind, folded, persistent, st
     naive_act = sum(_offsets.align_up(sg.tensors[t].nbytes, ALIGN) for t in layout.life)
     naive_act += sum(_offsets.align_up(b, ALIGN) for _, b in layout.scratch.values())
     naive = persistent_bytes + max([naive_act] + list(folded_scratch.values()))
-    no_alias = layout.lower_bound if not (aliasing.views or aliasing.inplace or aliasing.concat) else \
-        _layout(sg, layout.order, persistent, Aliasing.none(), kinfo).lower_bound
+    plain = layout if not (aliasing.views or aliasing.inplace or aliasing.concat) else \
+        _layout(sg, layout.order, persistent, Aliasing.none(), kinfo)
+    no_alias = plain.lower_bound
     lb_act = max([layout.lower_bound] + list(folded_scratch.values()))
     result = MemoryPlan(
         arena_bytes=persistent_bytes + activation_bytes, activation_bytes=activation_bytes,
@@ -458,18 +459,38 @@ def _assemble(graph, sg, subgraph, layout: _Layout, kind, folded, persistent, st
         naive_bytes=naive, strategy=strategy, order_kind=kind, order=list(layout.order), folded=list(folded),
         placements=placements, scratch=scratch, aliasing=aliasing, plan_ms=0.0, model_sha256=graph.sha256,
         subgraph=subgraph, no_alias_lower_bound_bytes=persistent_bytes + max([no_alias] + list(folded_scratch.values())),
-        stats={"solver": sol.stats, "aliases": len(layout.aliases), "peak_ops": _peak_ops(sg, layout)},
+        stats={"solver": sol.stats, "aliases": len(layout.aliases), "peak_ops": _peak_ops(sg, layout),
+               "alias_at_peak": _alias_at_peak(plain, layout)},
         packed=packed)
     result.plan_ms = (time.perf_counter() - start) * 1000
     return result
 
 
-def _peak_ops(sg: Subgraph, layout: _Layout) -> list[str]:
-    """Names of the ops at the steps where the most bytes are live (where any saving must happen)."""
+def _peak_steps(layout: _Layout) -> list[int]:
+    """The steps where the most bytes are live (where any saving must happen)."""
     spans = [(f, l, sz) for f, l, sz in layout.roots.values()] + [(st, st, b) for st, b in layout.scratch.values()]
     live = live_bytes(spans, max(1, len(layout.order)))
     top = max(live, default=0)
-    return [sg.operators[layout.order[k]].name for k, v in enumerate(live) if v == top and k < len(layout.order)]
+    return [k for k, v in enumerate(live) if v == top and k < len(layout.order)]
+
+
+def _peak_ops(sg: Subgraph, layout: _Layout) -> list[str]:
+    return [sg.operators[layout.order[k]].name for k in _peak_steps(layout)]
+
+
+def _alias_at_peak(plain: _Layout, aliased: _Layout) -> bool:
+    """Whether every peak step of the unaliased layout holds a tensor together with the one it aliases.
+
+    Only there can aliasing lower the bound: at a step where no alias pair is live at once, sharing
+    memory frees no byte. False when the plan has no aliases.
+    """
+    pairs = [(aliased.life[t], aliased.life[a.parent]) for t, a in aliased.aliases.items()
+             if t in aliased.life and a.parent in aliased.life]
+
+    def shared(step: int) -> bool:
+        return any(x.first <= step <= x.last and y.first <= step <= y.last for x, y in pairs)
+
+    return bool(pairs) and all(shared(k) for k in _peak_steps(plain))
 
 
 def _raise_budget(graph, result: MemoryPlan, budget: int, **opts) -> None:
