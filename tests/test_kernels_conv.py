@@ -57,6 +57,13 @@ CONV_CASES = {
     "tiled-im2col": ((1, 40, 40, 8), 12, 3, 3, (1, 1), "SAME", "RELU"),
     "1x1-image": ((1, 1, 1, 13), 4, 1, 1, (1, 1), "VALID", "NONE"),
     "kernel-bigger-than-image": ((1, 2, 3, 3), 4, 5, 5, (1, 1), "SAME", "NONE"),
+    # register-blocked SIMD path: 8-pixel blocks, 4- and 1-pixel tails, full and partial 16-channel blocks
+    "simd-3x3-o16-w19": ((1, 7, 19, 16), 16, 3, 3, (1, 1), "SAME", "RELU"),
+    "simd-3x3-o36-s2": ((1, 13, 21, 8), 36, 3, 3, (2, 2), "SAME", "RELU6"),
+    "simd-5x5-s2-c3-o32": ((1, 19, 23, 3), 32, 5, 5, (2, 2), "SAME", "NONE"),
+    "simd-1x1-o32-w12": ((2, 9, 12, 24), 32, 1, 1, (1, 1), "VALID", "NONE"),
+    "simd-2x2-s2-valid": ((1, 16, 18, 16), 16, 2, 2, (2, 2), "VALID", "RELU"),
+    "simd-dilated-o20": ((1, 12, 17, 5), 20, 3, 3, (1, 1), "SAME", "RELU_N1_TO_1", (2, 3)),
 }
 
 
@@ -71,15 +78,21 @@ def test_conv2d_grouped_runs_direct_loop():
     check(model, inputs, ref)
 
 
-def test_conv2d_tiles_use_bounded_scratch():
-    model, _, _ = conv_case(*CONV_CASES["tiled-im2col"])
+def _scratch_of(model) -> int:
     g = load_model(model)
     ctx = OpContext.of(g.main, g.main.operators[0])
-    full_im2col = 40 * 40 * 3 * 3 * 8 * 4
-    assert 0 < registry().lookup(ctx).scratch_bytes(ctx) < full_im2col
+    return registry().lookup(ctx).scratch_bytes(ctx)
 
 
-@pytest.mark.parametrize("name", ["1x1", "3x3-same-c3", "tiled-im2col"])
+def test_conv2d_scratch_is_one_filter_block_at_most():
+    # K = 3*3*8 fits the kernel's stack buffer: no scratch; K = 3*3*160 takes one [K, 16] filter block.
+    assert _scratch_of(conv_case(*CONV_CASES["tiled-im2col"])[0]) == 0
+    model, inputs, ref = conv_case((1, 6, 11, 160), 20, 3, 3, act="RELU")
+    assert _scratch_of(model) == 3 * 3 * 160 * 16 * 4
+    check(model, inputs, ref)
+
+
+@pytest.mark.parametrize("name", ["1x1", "3x3-same-c3", "tiled-im2col", "simd-3x3-o36-s2", "simd-1x1-o32-w12"])
 @pytest.mark.parametrize("strided", [False, True])
 def test_conv2d_call_allocates_nothing(name, strided):
     model, inputs, _ = conv_case(*CONV_CASES[name])
@@ -140,6 +153,13 @@ DW_CASES = {
     "multiplier-2-stride-2x1": ((1, 8, 9, 4), (3, 2), 2, (2, 1), "VALID", "NONE"),
     "dilated": ((1, 10, 10, 6), (3, 3), 1, (1, 1), "SAME", "RELU6", (2, 2)),
     "1x1-image": ((1, 1, 1, 9), (3, 3), 1, (1, 1), "SAME", "NONE"),
+    # SIMD path (multiplier 1, channels a multiple of 8): 16- and 8-channel blocks, pixel tails
+    "simd-3x3-c24-w13": ((1, 9, 13, 24), (3, 3), 1, (1, 1), "SAME", "RELU6"),
+    "simd-5x5-c8-s2": ((2, 17, 19, 8), (5, 5), 1, (2, 2), "SAME", "NONE"),
+    "simd-1x1-c16": ((1, 6, 20, 16), (1, 1), 1, (1, 1), "VALID", "RELU"),
+    "simd-dilated-c32": ((1, 11, 12, 32), (3, 3), 1, (1, 1), "SAME", "NONE", (2, 3)),
+    "simd-3x2-c16-valid-s2x1": ((1, 10, 11, 16), (3, 2), 1, (2, 1), "VALID", "RELU_N1_TO_1"),
+    "simd-rows-3x3-c24-w21": ((1, 5, 21, 24), (3, 3), 1, (1, 1), "SAME", "RELU"),  # 8+8+4+1 pixel blocks
 }
 
 
@@ -149,15 +169,16 @@ def test_depthwise_matches_reference(name):
     check(model, inputs, ref)
 
 
-def test_depthwise_without_bias_equals_zero_bias():
+@pytest.mark.parametrize("c", [4, 16])  # 16: the SIMD path
+def test_depthwise_without_bias_equals_zero_bias(c):
     # LiteRT refuses an absent float bias, so the oracle runs the same filter with a zero bias.
     from oneop import build_one_op, reference_outputs
 
-    x = _w(1, 6, 6, 4)
-    filt = _w(1, 3, 3, 4)
+    x = _w(1, 6, 10, c)
+    filt = _w(1, 3, 3, c)
     options = dict(padding="SAME", stride_h=1, stride_w=1, depth_multiplier=1, fused_activation_function="RELU")
-    specs = ([((1, 6, 6, 4), np.float32)], [((1, 6, 6, 4), np.float32)])
-    ref = reference_outputs(build_one_op("DEPTHWISE_CONV_2D", *specs, options, {1: filt, 2: np.zeros(4, np.float32)}), [x])
+    specs = ([((1, 6, 10, c), np.float32)], [((1, 6, 10, c), np.float32)])
+    ref = reference_outputs(build_one_op("DEPTHWISE_CONV_2D", *specs, options, {1: filt, 2: np.zeros(c, np.float32)}), [x])
     ours = run_one(build_one_op("DEPTHWISE_CONV_2D", *specs, options, {1: filt, 2: None}), [x], strided=True)
     assert_close_float(ours[0], ref[0])
 
@@ -174,8 +195,9 @@ def test_depthwise_on_two_threads_matches_reference():
     assert_close_float(ours[0], ref[0])
 
 
-def test_depthwise_call_allocates_nothing():
-    model, inputs, _ = dw_case(*DW_CASES["3x3-s1"])
+@pytest.mark.parametrize("name", ["3x3-s1", "3x3-s2-odd-channels", "simd-5x5-c8-s2"])
+def test_depthwise_call_allocates_nothing(name):
+    model, inputs, _ = dw_case(*DW_CASES[name])
     fn, args, *_ = bind_one(model, inputs, strided=True)
     assert_no_allocation(fn, args)
 
@@ -203,6 +225,9 @@ TC_CASES = {
     "4x3-s1": ((1, 5, 6, 7), 2, (4, 3), (1, 1), (5, 6), "SAME", False),
     "3x3-s2-same-odd-out": ((1, 5, 4, 3), 4, (3, 3), (2, 2), (9, 7), "SAME", True, None, 3),
     "relu-fused": ((1, 4, 4, 6), 3, (3, 3), (2, 2), (8, 8), "SAME", True, "RELU", 4),
+    # stride = filter, no padding: one 1x1 conv per tap into a strided view of the output
+    "per-tap-2x2-s2-bias-relu6": ((1, 5, 9, 24), 20, (2, 2), (2, 2), (10, 18), "SAME", True, "RELU6", 4),
+    "per-tap-3x3-s3-valid": ((2, 3, 4, 5), 7, (3, 3), (3, 3), (9, 12), "VALID", True, None, 3),
 }
 
 
@@ -212,8 +237,9 @@ def test_transpose_conv_matches_reference(name):
     check(model, inputs, ref)
 
 
-def test_transpose_conv_call_allocates_nothing():
-    model, inputs, _ = tc_case(*TC_CASES["3x3-s2-same"])
+@pytest.mark.parametrize("name", ["3x3-s2-same", "per-tap-2x2-s2-bias-relu6"])
+def test_transpose_conv_call_allocates_nothing(name):
+    model, inputs, _ = tc_case(*TC_CASES[name])
     fn, args, *_ = bind_one(model, inputs, strided=True)
     assert_no_allocation(fn, args)
 

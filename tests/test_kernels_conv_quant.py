@@ -70,6 +70,7 @@ CONV_CASES = {
     "per-tensor": ((1, 7, 7, 6), 24, 3, 3, dict(per_channel=False)),  # LiteRT requires an int8 conv bias
     "kernel-bigger-than-image": ((1, 2, 3, 9), 4, 5, 5, dict()),
     "1x1-image": ((1, 1, 1, 13), 18, 1, 1, dict(padding="VALID")),
+    "outer-3x3-s2-c3-o8": ((1, 13, 12, 3), 8, 3, 3, dict(stride=(2, 2), act="RELU6")),  # MobileNet v1 0.25 stem
 }
 
 
@@ -167,6 +168,12 @@ DW_CASES = {
     "mult3-input-depth-1": ((1, 8, 8, 1), 3, 5, 3, dict()),
     "dilated": ((1, 11, 10, 7), 1, 3, 3, dict(dilation=(2, 3))),  # LiteRT requires an int8 depthwise bias
     "wakeword-3x1-valid": ((1, 5, 1, 64), 1, 3, 1, dict(padding="VALID")),
+    # 3x3 stride 1, <= 32 channels: _qdepthwise3x3 (interior lanes) + _qdw_pixels (border)
+    "fast-c8-relu6": ((1, 13, 21, 8), 1, 3, 3, dict(act="RELU6")),  # 8 pixels per pass, partial last pass
+    "fast-c32-valid": ((2, 6, 7, 32), 1, 3, 3, dict(padding="VALID")),  # no border, 2 images
+    "fast-c3-dilated": ((1, 12, 14, 3), 1, 3, 3, dict(dilation=(2, 3), act="RELU")),  # 21 pixels per pass
+    "fast-c16-no-interior": ((1, 2, 2, 16), 1, 3, 3, dict()),  # every pixel on the border
+    "fast-c5-per-tensor": ((1, 9, 10, 5), 1, 3, 3, dict(per_channel=False, act="RELU_N1_TO_1")),
 }
 
 
@@ -183,12 +190,48 @@ def test_depthwise_uint8_with_filter_zero_point_exact(name):
     assert_exact(model, [rand(np.uint8, in_shape)])
 
 
-def test_depthwise_int8_strided_output():
-    in_shape, mult, kh, kw, kw_ = DW_CASES["mult2-valid"]
+@pytest.mark.parametrize("name", ["mult2-valid", "fast-c8-relu6"])
+def test_depthwise_int8_strided_output(name):
+    in_shape, mult, kh, kw, kw_ = DW_CASES[name]
     model = dw_model(np.int8, in_shape, mult, kh, kw, **kw_)
     x = rand(np.int8, in_shape)
     out = run_one(model, [x], strided=True)[0]
     assert_close_quant(np.array(out), reference_outputs(model, [x])[0], 0.0)
+    assert (out.base[..., :2] == 77).all() and (out.base[..., -3:] == 77).all()
+
+
+def _dw_kernel(model: bytes, inputs: list[np.ndarray], **kw):
+    return bind_one(model, inputs, **kw).fn
+
+
+@pytest.mark.parametrize("name", [n for n in DW_CASES if n.startswith("fast-")])
+def test_depthwise_fast_path_taken_and_uint8_exact(name):
+    from edgert.kernels.conv import _qdepthwise3x3
+
+    in_shape, mult, kh, kw, kw_ = DW_CASES[name]
+    x = rand(np.int8, in_shape)
+    assert _dw_kernel(dw_model(np.int8, in_shape, mult, kh, kw, **kw_), [x]) is _qdepthwise3x3
+    model = dw_model(np.uint8, in_shape, mult, kh, kw, **dict(kw_, per_channel=False, zp_in=128, zp_out=100, zp_w=119))
+    assert_exact(model, [rand(np.uint8, in_shape)])
+
+
+def test_depthwise_fast_path_saturates_and_reads_channel_sliced_input():
+    from edgert.kernels.conv import _qdepthwise, _qdepthwise3x3
+
+    in_shape, mult, kh, kw, kw_ = DW_CASES["fast-c8-relu6"]
+    model = dw_model(np.int8, in_shape, mult, kh, kw, **dict(kw_, act="NONE"))
+    x = rand(np.int8, in_shape)
+    x[0, 3:6, 4:9] = 127
+    x[0, 7:10, 10:15] = -128
+    ref = assert_exact(model, [x])
+    assert ref.min() == -128 and ref.max() == 127
+    wide = rand(np.int8, in_shape[:3] + (in_shape[3] + 6,))
+    wide[..., 3:-3] = x
+    fn, args, outs, *_ = bind_one(model, [wide[..., 3:-3]])
+    assert fn is _qdepthwise  # pixels not packed: the per-pixel kernel
+    fn(*args)
+    assert_close_quant(outs[0], ref, 0.0)
+    assert _dw_kernel(model, [x]) is _qdepthwise3x3
 
 
 # ------------------------------------------------------------------ FULLY_CONNECTED
@@ -334,12 +377,45 @@ def test_requantization_rounding_matches_litert():
         assert_exact(dw, [rand(np.int8, (1, 64, 1, 64))])
 
 
+def test_requantize_equals_fixedpoint_reference():
+    """conv.requantize's branch-free double rounding equals fixedpoint.multiply_by_quantized_multiplier
+    on random and extreme accumulators (int32 ends, ties) and every shift from -31 to 7."""
+    from numba import njit
+
+    from edgert.kernels import fixedpoint as fp
+    from edgert.kernels.conv import requantize
+
+    @njit
+    def mismatches(accs, ms, ss):
+        bad = 0
+        for i in range(accs.shape[0]):
+            ours = requantize(accs[i], ms[i], ss[i], 0, -(1 << 40), 1 << 40, False)
+            if ours != np.int64(np.int32(fp.multiply_by_quantized_multiplier(accs[i], ms[i], ss[i]))):
+                bad += 1
+        return bad
+
+    rng = np.random.default_rng(7)
+    n = 200_000
+    accs = np.concatenate([rng.integers(-2**31, 2**31, n), rng.integers(-3000, 3000, n),
+                           np.tile([-2**31, 2**31 - 1, 0, -1, 1, 1 << 20, -(1 << 20)], 40)]).astype(np.int32)
+    ms = rng.integers(2**30, 2**31, accs.size).astype(np.int32)
+    ms[:50] = 2**31 - 1
+    ms[50:100] = 2**30
+    ss = rng.integers(-31, 8, accs.size).astype(np.int32)
+    assert mismatches(accs, ms, ss) == 0
+    ties = np.arange(-40000, 40000).astype(np.int32)  # every remainder pattern at small shifts
+    for s_ in range(-16, 1):
+        assert mismatches(ties, np.full(ties.size, 2**30, np.int32), np.full(ties.size, s_, np.int32)) == 0
+
+
 CALLS = {
     "conv-outer": lambda: conv_model(np.int8, *CONV_CASES["outer-3x3-s2-c3-relu6"][:4], **CONV_CASES["outer-3x3-s2-c3-relu6"][4]),
     "conv-rows": lambda: conv_model(np.int8, *CONV_CASES["rows-1x1-c70-o9"][:4], **CONV_CASES["rows-1x1-c70-o9"][4]),
     "conv-im2col": lambda: conv_model(np.int8, *CONV_CASES["im2col-3x3-c16-o16"][:4], **CONV_CASES["im2col-3x3-c16-o16"][4]),
     "conv-gemm": lambda: conv_model(np.int8, *GEMM_CASES["gemm-3x3-c64-o12-relu"][:4], **GEMM_CASES["gemm-3x3-c64-o12-relu"][4]),
     "depthwise": lambda: dw_model(np.int8, *DW_CASES["3x3-s1-relu6"][:4], **DW_CASES["3x3-s1-relu6"][4]),
+    "conv-simd": lambda: conv_model(np.int8, *SIMD_CASES["simd-3x3-c16-o16-relu"][:4], **SIMD_CASES["simd-3x3-c16-o16-relu"][4]),
+    "depthwise-fast": lambda: dw_model(np.int8, *DW_CASES["fast-c8-relu6"][:4], **DW_CASES["fast-c8-relu6"][4]),
     "fc": lambda: fc_model(np.int8, *FC_CASES["per-channel-relu"][:3], **FC_CASES["per-channel-relu"][3])[0],
     "tconv": lambda: tc_model(np.int8, *TC_CASES["3x3-s2-same-bias"][:5], **TC_CASES["3x3-s2-same-bias"][5]),
     "pool": lambda: pool_model("AVERAGE_POOL_2D", np.int8, (1, 8, 8, 5), (2, 2), (2, 2), "VALID"),
@@ -366,6 +442,56 @@ def test_real_int8_model_layers_exact(name):
     checked = check_real_model_ops(shared_model(name), FAMILY, lambda ours, ref: assert_close_quant(ours, ref, 0.0),
                                    seed=3)
     assert sum(checked.values()) > 0
+
+
+# ------------------------------------------------------------------ register-blocked path (_qconv_simd)
+
+SIMD_CASES = {
+    # (in_shape, o, kh, kw, kwargs): >= 100 output pixels, K <= 512, O <= 32 or K >= 96
+    "simd-3x3-c16-o16-relu": ((1, 12, 11, 16), 16, 3, 3, dict(act="RELU")),  # ResNet-8, padding taps on the border
+    "simd-3x3-s2-c3-o8-relu6": ((1, 25, 23, 3), 8, 3, 3, dict(stride=(2, 2), act="RELU6")),  # MobileNet stem
+    "simd-1x1-c8-o20": ((2, 9, 7, 8), 20, 1, 1, dict()),  # 16 + 4 channels: a partial lane block, 2 images
+    "simd-dilated-valid-o5": ((1, 16, 17, 6), 5, 3, 2, dict(dilation=(2, 3), padding="VALID", act="RELU_N1_TO_1")),
+    "simd-3x3-c56-o40-per-tensor": ((1, 10, 12, 56), 40, 3, 3, dict(per_channel=False)),  # K = 504
+    "simd-5x5-c4-o33": ((1, 21, 12, 4), 33, 5, 5, dict(stride=(1, 2))),  # K = 100: three blocks, 1-pixel tails
+    # >= 8 channels and a 3x3 filter: the converted row buffer
+    "simd-rows-3x3-s2-c8-o12": ((1, 21, 19, 8), 12, 3, 3, dict(stride=(2, 2), act="RELU")),
+    "simd-rows-dilated-c9-o7": ((1, 14, 13, 9), 7, 3, 3, dict(dilation=(2, 2))),
+    "simd-wide-rows-do-not-fit": ((1, 4, 130, 48), 16, 3, 3, dict()),  # 3 * 132 * 48 floats > qgemm.XBUF
+}
+
+
+@pytest.mark.parametrize("name", SIMD_CASES)
+def test_conv2d_int8_simd_path_exact(name):
+    in_shape, o, kh, kw, kw_ = SIMD_CASES[name]
+    model = conv_model(np.int8, in_shape, o, kh, kw, **kw_)
+    assert _conv_path(model) == "simd"
+    assert_exact(model, [rand(np.int8, in_shape)])
+
+
+def test_conv2d_simd_path_strided_output_channel_sliced_input_and_saturation():
+    in_shape, o, kh, kw, kw_ = SIMD_CASES["simd-1x1-c8-o20"]
+    model = conv_model(np.int8, in_shape, o, kh, kw, **dict(kw_, s_in=0.5, s_out=0.002, zp_in=0, zp_out=0))
+    x = rand(np.int8, in_shape)
+    ref = reference_outputs(model, [x])[0]
+    assert ref.min() == -128 and ref.max() == 127
+    wide = rand(np.int8, in_shape[:3] + (in_shape[3] + 5,))
+    wide[..., 2:-3] = x
+    out = run_one(model, [wide[..., 2:-3]], strided=True)[0]
+    assert_close_quant(np.array(out), ref, 0.0)
+    assert (out.base[..., :2] == 77).all() and (out.base[..., -3:] == 77).all()
+
+
+def test_conv2d_uint8_simd_path_only_within_the_exact_range():
+    """uint8 with a filter zero point: |w + w_off| up to 255, so a long K can break the float32 bound.
+    K = 258 at the full range bounds every sum by 255 * 255 * 258 = 2^24 - 766 and takes the simd
+    path; K = 288 exceeds 2^24 and must not. Both equal the reference."""
+    for c, path_is_simd in ((258, True), (288, False)):
+        in_shape = (1, 12, 10, c)
+        model = conv_model(np.uint8, in_shape, 12, 1, 1, per_channel=False, zp_in=255, zp_out=100, zp_w=255,
+                           w_range=(0, 0), s_in=0.01, s_out=30.0)
+        assert (_conv_path(model) == "simd") == path_is_simd
+        assert_exact(model, [rand(np.uint8, in_shape)])
 
 
 # ------------------------------------------------------------------ float32 GEMM path (qgemm)

@@ -28,6 +28,9 @@ CASES = {
     "global-7x7": ((1, 7, 7, 33), (7, 7), (1, 1), "VALID", "NONE"),
     "3x2-s1x2-same": ((1, 5, 9, 4), (3, 2), (1, 2), "SAME", "RELU_N1_TO_1"),
     "window-larger-than-image": ((1, 2, 3, 6), (4, 4), (1, 1), "SAME", "NONE"),
+    # float vector path: 16 + 8 channel blocks; 8 + 5 scalar tail
+    "vec-3x3-s2-same-c24": ((1, 9, 11, 24), (3, 3), (2, 2), "SAME", "RELU6"),
+    "vec-2x2-s2-c13": ((2, 6, 7, 13), (2, 2), (2, 2), "VALID", "NONE"),
 }
 
 

@@ -135,6 +135,59 @@ def test_strided_output(sb):
     assert np.all(big[..., :2] == 99) and np.all(big[..., 9:] == 99)
 
 
+def _all_pairs(dt) -> list[np.ndarray]:
+    """Every (x, y) pair of 8-bit codes, as two (256, 256) inputs."""
+    info = np.iinfo(dt)
+    codes = np.arange(info.min, info.max + 1).astype(dt)
+    return [np.repeat(codes, 256).reshape(256, 256), np.tile(codes, 256).reshape(256, 256)]
+
+
+@pytest.mark.parametrize("dt", [i8, u8])
+@pytest.mark.parametrize("opcode", ["ADD", "SUB", "MUL"])
+def test_every_input_pair_equals_reference(opcode, dt):
+    """The vectorized int32 arithmetic (split input multipliers, nudge-free SRDHM, add-and-shift
+    rounding) on all 65536 input pairs, for random scales, zero points and activations."""
+    rng = np.random.default_rng(30 + (opcode == "SUB") + 2 * (opcode == "MUL") + 3 * (dt == u8))
+    info = np.iinfo(dt)
+    checked = 0
+    for _ in range(6):
+        sa, sb = (float(v) for v in 10.0 ** rng.uniform(-3, 0, 2))
+        so = sa * sb * 10.0 ** rng.uniform(-1.5, 1.5) if opcode == "MUL" else max(sa, sb) * 10.0 ** rng.uniform(-0.5, 1)
+        zps = tuple(int(z) for z in rng.integers(info.min, info.max + 1, 3))
+        act = str(rng.choice(["NONE", "RELU", "RELU6"]))
+        model = binary_model(opcode, dt, (256, 256), (256, 256), act, scales=(sa, sb, so), zps=zps)
+        check_equal(model, _all_pairs(dt))
+        checked += 1
+    assert checked == 6
+
+
+@pytest.mark.parametrize("position", [0, 1])
+@pytest.mark.parametrize("opcode", ["ADD", "MUL"])
+def test_in_place_long_rows_every_pair(opcode, position):
+    """In place over a long contiguous row (the residual add of ResNet/MobileNet v2: o is a's or b's memory)."""
+    model = binary_model(opcode, i8, (256, 256), (256, 256), "RELU", scales=(0.05, 0.031, 0.02 if opcode == "MUL" else 0.07))
+    inputs = _all_pairs(i8)
+    ref = reference_outputs(model, inputs)[0]
+    ins = [x.copy() for x in inputs]
+    fn, args, outs, *_ = bind_in_place(model, ins, position, registry=REGISTRY)
+    fn(*args)
+    np.testing.assert_array_equal(outs[0], ref)
+
+
+@pytest.mark.parametrize("position", [0, 1])
+def test_in_place_with_repeated_row(position):
+    """In place on the operand that is not the short broadcast row (the chunked row path)."""
+    sa, sb = ((1, 20, 30, 24), (1, 1, 1, 24)) if position == 0 else ((1, 1, 1, 24), (1, 20, 30, 24))
+    model = binary_model("MUL", i8, sa, sb, "NONE")
+    inputs = random_inputs([(sa, i8), (sb, i8)], seed=18)
+    ref = reference_outputs(model, inputs)[0]
+    ins = [x.copy() for x in inputs]
+    fn, args, outs, *_ = bind_in_place(model, ins, position, registry=REGISTRY)
+    assert (args[-2], args[-1]) == (position + 1, position + 1)  # row path (the row is the other operand), in place
+    fn(*args)
+    np.testing.assert_array_equal(outs[0], ref)
+
+
 @pytest.mark.parametrize("opcode", ["MAXIMUM", "MINIMUM"])
 @pytest.mark.parametrize("dt", [i8, u8])
 def test_maximum_minimum(opcode, dt):

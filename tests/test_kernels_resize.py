@@ -27,7 +27,9 @@ def _case(opcode, in_shape, out_hw, dtype, align, half, q=None, seed=0):
 
 
 FLAGS = [(False, False), (True, False), (False, True)]
-SIZES = [((1, 5, 7, 3), (10, 14)), ((2, 8, 6, 5), (3, 4)), ((1, 3, 3, 1), (7, 5)), ((1, 1, 1, 2), (3, 1))]
+SIZES = [((1, 5, 7, 3), (10, 14)), ((2, 8, 6, 5), (3, 4)), ((1, 3, 3, 1), (7, 5)), ((1, 1, 1, 2), (3, 1)),
+         # float32 vector path: 16 + 8 + 3 channels, and two full 16-channel blocks
+         ((1, 4, 5, 27), (9, 10)), ((2, 3, 4, 32), (6, 8))]
 
 
 @pytest.mark.parametrize("align,half", FLAGS)
@@ -58,12 +60,13 @@ def test_nearest_int8():
     np.testing.assert_array_equal(run_one(model, [x])[0], ref)
 
 
-def test_bilinear_into_strided_output():
-    model, x, ref = _case("RESIZE_BILINEAR", (1, 4, 4, 3), (8, 8), f32, False, True)
-    big = np.zeros((1, 8, 8, 7), f32)
-    run_one(model, [x], outs=[big[..., 2:5]])
-    assert_close_float(big[..., 2:5], ref)
-    assert not big[..., :2].any() and not big[..., 5:].any()
+@pytest.mark.parametrize("c", [3, 24])
+def test_bilinear_into_strided_output(c):
+    model, x, ref = _case("RESIZE_BILINEAR", (1, 4, 4, c), (8, 8), f32, False, True)
+    big = np.zeros((1, 8, 8, c + 4), f32)
+    run_one(model, [x], outs=[big[..., 2:c + 2]])
+    assert_close_float(big[..., 2:c + 2], ref)
+    assert not big[..., :2].any() and not big[..., c + 2:].any()
 
 
 def test_fn_allocates_nothing():

@@ -457,38 +457,87 @@ _LEFT_SHIFT_8BIT = 20
 
 
 @njit(inline="always")
-def _scaled_input(v, offset, multiplier, shift):
-    """MultiplyByQuantizedMultiplierSmallerThanOneExp((v + offset) << 20, multiplier, shift)."""
-    x = (np.int64(v) + offset) << _LEFT_SHIFT_8BIT
-    return fp.rounding_divide_by_pot(fp.saturating_rounding_doubling_high_mul(x, multiplier), -shift)
+def _srdhm32(x, m):
+    """gemmlowp SaturatingRoundingDoublingHighMul for an int32 x and a multiplier 0 <= m < 2^31.
+
+    The C++ adds a nudge of 2^30 (1 - 2^30 for a negative product ab) and divides by 2^31 toward
+    zero. For ab < 0 that is ceil((ab + 1 - 2^30) / 2^31) = floor((ab + 2^30) / 2^31), the same
+    expression as for ab >= 0, so one add and an arithmetic shift, no select. It never saturates:
+    that needs x = m = INT32_MIN, and m >= 0. The product is sext(i32) * sext(i32), which LLVM
+    vectorizes as a widening multiply (pmuldq, NEON smull).
+    """
+    return np.int32((np.int64(np.int32(x)) * np.int64(np.int32(m)) + np.int64(1 << 30)) >> 31)
 
 
 @njit(inline="always")
-def _qbinop(x, y, op, off1, off2, m1, s1, m2, s2, mo, so, ooff, lo, hi):
-    # Computed per element, not looked up in per-input tables: LLVM vectorizes this int64 arithmetic,
-    # while a table lookup becomes a gather, which ran 5x slower than all of it on the dev machine.
+def _rdbp_small(q, e, half, neg):
+    """gemmlowp RoundingDivideByPOT(q, e) for |q| < 2^30: (q + 2^(e-1) - [q < 0]) >> e in int32.
+
+    half = (1 << e) >> 1 and neg = [e > 0], set once per op. Equal to the reference's remainder
+    test: q = t * 2^e + r rounds up iff r >= 2^(e-1) (q >= 0) or r > 2^(e-1) (q < 0, ties away
+    from zero), which is exactly when the added nudge carries into bit e.
+    """
+    return (np.int32(q) + half - (neg if q < 0 else np.int32(0))) >> e
+
+
+@njit(inline="always")
+def _rdbp32(q, e, mask, half_mask):
+    """gemmlowp RoundingDivideByPOT(q, e) for any int32 q (no intermediate overflow); selects only."""
+    q = np.int32(q)
+    threshold = half_mask + (np.int32(1) if q < 0 else np.int32(0))
+    return (q >> e) + (np.int32(1) if (q & mask) > threshold else np.int32(0))
+
+
+@njit(inline="always")
+def _qbinop(x, y, op, p):
+    """One output code of a quantized ADD/SUB/MUL; p: the int32 tuple of _qunpack.
+
+    Written for LLVM's loop vectorizer: int32 lanes except the one widening multiply per
+    _srdhm32, selects instead of branches. ADD/SUB's input rescale
+    MultiplyByQuantizedMultiplierSmallerThanOneExp((v + off) << 20, m, -e) needs no 64-bit
+    product: with d = v + off (|d| <= 255), SRDHM(d * 2^20, m) = floor((d*m + 2^10) / 2^11), and
+    with m = mh * 2^11 + ml (0 <= ml < 2^11) that is d*mh + floor((d*ml + 2^10) / 2^11) exactly,
+    both terms below 2^28. Every value after it stays below 2^30 in magnitude (two such terms
+    summed, then scaled by multipliers < 1), so _rdbp_small applies; MUL's left-shifted product
+    wraps like the C++ and takes the general _rdbp32. Computed per element rather than looked up
+    in per-input tables: a table lookup becomes a gather, which ran 5x slower than the arithmetic.
+    """
+    (off1, off2, m1h, m1l, e1, h1, n1, m2h, m2l, e2, h2, n2, mo, eo, ho, no, left, mask, half_mask,
+     ooff, lo, hi) = p
     if op == QMUL:
-        r = fp.multiply_by_quantized_multiplier((np.int64(x) + off1) * (np.int64(y) + off2), mo, so) + ooff
+        prod = (np.int32(x) + off1) * (np.int32(y) + off2)
+        r = _rdbp32(_srdhm32(np.int32(np.int64(prod) << left), mo), eo, mask, half_mask)
     else:
-        a = _scaled_input(x, off1, m1, s1)
-        b = _scaled_input(y, off2, m2, s2)
-        raw = a + b if op == QADD else a - b
-        r = fp.rounding_divide_by_pot(fp.saturating_rounding_doubling_high_mul(raw, mo), -so) + ooff
+        dx = np.int32(np.int32(x) + off1)
+        dy = np.int32(np.int32(y) + off2)
+        a = _rdbp_small(np.int32(dx * m1h) + np.int32((np.int32(dx * m1l) + np.int32(1024)) >> 11), e1, h1, n1)
+        b = _rdbp_small(np.int32(dy * m2h) + np.int32((np.int32(dy * m2l) + np.int32(1024)) >> 11), e2, h2, n2)
+        raw = np.int32(a + b) if op == QADD else np.int32(a - b)
+        r = _rdbp_small(_srdhm32(raw, mo), eo, ho, no)
+    r = np.int32(r + ooff)
     r = lo if r < lo else r
     return hi if r > hi else r
 
 
+@njit(inline="always")
+def _qunpack(prm):
+    i = np.int32
+    return (i(prm[0]), i(prm[1]), i(prm[2]), i(prm[3]), i(prm[4]), i(prm[5]), i(prm[6]), i(prm[7]), i(prm[8]),
+            i(prm[9]), i(prm[10]), i(prm[11]), i(prm[12]), i(prm[13]), i(prm[14]), i(prm[15]), i(prm[16]),
+            i(prm[17]), i(prm[18]), i(prm[19]), i(prm[20]), i(prm[21]))
+
+
 def _make_qbinary(op: int) -> Callable:
     @njit(nogil=True, cache=True)
-    def qbinary_kernel(a, b, o, shape, sa, sb, so_, prm, rep, k, row):
-        """o = requantized (a op b); prm = [off1, off2, m1, s1, m2, s2, mo, so, ooff, lo, hi].
+    def qbinary_kernel(a, b, o, shape, sa, sb, so_, prm, rep, k, row, alias):
+        """o = requantized (a op b); prm: QBinaryParams.vector(); alias 1: o is a's memory, 2: b's.
 
         row 1 (2): b (a) is one short row broadcast over the last two collapsed dims; it is repeated
         k times into `rep` so each chunk of k rows is one long vectorizable loop (as binary_kernel).
-        Each element is read before it is written at the same index, so o may be a or b.
+        In-place steps read and write through one view: with a separate view of the same memory
+        LLVM's runtime overlap check sends the whole loop down its scalar path (4x slower).
         """
-        off1, off2, m1, s1, m2, s2 = prm[0], prm[1], prm[2], prm[3], prm[4], prm[5]
-        mo, so, ooff, lo, hi = prm[6], prm[7], prm[8], prm[9], prm[10]
+        p = _qunpack(prm)
         n = shape[5]
         a5, b5, o5 = sa[5], sb[5], so_[5]
         if row != 0:
@@ -507,13 +556,21 @@ def _make_qbinary(op: int) -> Callable:
                                 m = min(k, rows - r0) * n
                                 ov = o[po + r0 * n:po + r0 * n + m]
                                 if row == 1:
-                                    av = a[pa + r0 * n:pa + r0 * n + m]
-                                    for t in range(m):
-                                        ov[t] = _qbinop(av[t], rep[t], op, off1, off2, m1, s1, m2, s2, mo, so, ooff, lo, hi)
+                                    if alias == 1:
+                                        for t in range(m):
+                                            ov[t] = _qbinop(ov[t], rep[t], op, p)
+                                    else:
+                                        av = a[pa + r0 * n:pa + r0 * n + m]
+                                        for t in range(m):
+                                            ov[t] = _qbinop(av[t], rep[t], op, p)
                                 else:
-                                    bv = b[pb + r0 * n:pb + r0 * n + m]
-                                    for t in range(m):
-                                        ov[t] = _qbinop(rep[t], bv[t], op, off1, off2, m1, s1, m2, s2, mo, so, ooff, lo, hi)
+                                    if alias == 2:
+                                        for t in range(m):
+                                            ov[t] = _qbinop(rep[t], ov[t], op, p)
+                                    else:
+                                        bv = b[pb + r0 * n:pb + r0 * n + m]
+                                        for t in range(m):
+                                            ov[t] = _qbinop(rep[t], bv[t], op, p)
             return
         for i0 in range(shape[0]):
             for i1 in range(shape[1]):
@@ -525,14 +582,42 @@ def _make_qbinary(op: int) -> Callable:
                             po = i0 * so_[0] + i1 * so_[1] + i2 * so_[2] + i3 * so_[3] + i4 * so_[4]
                             if o5 == 1 and a5 == 1 and b5 == 1:
                                 ov = o[po:po + n]
-                                av = a[pa:pa + n]
-                                bv = b[pb:pb + n]
-                                for j in range(n):
-                                    ov[j] = _qbinop(av[j], bv[j], op, off1, off2, m1, s1, m2, s2, mo, so, ooff, lo, hi)
+                                if alias == 1:
+                                    bv = b[pb:pb + n]
+                                    for j in range(n):
+                                        ov[j] = _qbinop(ov[j], bv[j], op, p)
+                                elif alias == 2:
+                                    av = a[pa:pa + n]
+                                    for j in range(n):
+                                        ov[j] = _qbinop(av[j], ov[j], op, p)
+                                else:
+                                    av = a[pa:pa + n]
+                                    bv = b[pb:pb + n]
+                                    for j in range(n):
+                                        ov[j] = _qbinop(av[j], bv[j], op, p)
+                            elif o5 == 1 and a5 == 1 and b5 == 0:
+                                ov = o[po:po + n]
+                                y = b[pb]
+                                if alias == 1:
+                                    for j in range(n):
+                                        ov[j] = _qbinop(ov[j], y, op, p)
+                                else:
+                                    av = a[pa:pa + n]
+                                    for j in range(n):
+                                        ov[j] = _qbinop(av[j], y, op, p)
+                            elif o5 == 1 and a5 == 0 and b5 == 1:
+                                ov = o[po:po + n]
+                                x = a[pa]
+                                if alias == 2:
+                                    for j in range(n):
+                                        ov[j] = _qbinop(x, ov[j], op, p)
+                                else:
+                                    bv = b[pb:pb + n]
+                                    for j in range(n):
+                                        ov[j] = _qbinop(x, bv[j], op, p)
                             else:
                                 for j in range(n):
-                                    o[po + j * o5] = _qbinop(a[pa + j * a5], b[pb + j * b5], op, off1, off2,
-                                                             m1, s1, m2, s2, mo, so, ooff, lo, hi)
+                                    o[po + j * o5] = _qbinop(a[pa + j * a5], b[pb + j * b5], op, p)
 
     return qbinary_kernel
 
@@ -586,9 +671,22 @@ class QBinaryParams:
     activation_range: tuple[int, int]
 
     def vector(self) -> np.ndarray:
-        """The `prm` argument of qbinary_kernel."""
-        return np.array([*self.offsets, *self.input_multipliers[0], *self.input_multipliers[1], *self.output_multiplier,
-                         self.output_offset, *self.activation_range], np.int64)
+        """The `prm` argument of qbinary_kernel, in the order _qbinop unpacks it.
+
+        Per input (ADD/SUB): the multiplier split at bit 11 (_qbinop), the right shift e, 2^e >> 1
+        and [e > 0] (_rdbp_small); then the output's multiplier, e, 2^e >> 1, [e > 0], MUL's left
+        shift, the mask and half mask of _rdbp32, the output offset and the clamp.
+        """
+        def rdbp(right: int) -> list[int]:
+            return [right, (1 << right) >> 1, 1 if right > 0 else 0]
+
+        (m1, s1), (m2, s2) = self.input_multipliers
+        mo, so = self.output_multiplier
+        left, right = max(so, 0), max(-so, 0)
+        mask = (1 << right) - 1
+        return np.array([*self.offsets, m1 >> 11, m1 & 2047, *rdbp(-s1), m2 >> 11, m2 & 2047, *rdbp(-s2),
+                         mo, *rdbp(right), left, mask, mask >> 1, self.output_offset, *self.activation_range],
+                        np.int64)
 
 
 def qbinary_params(op: int, a: QuantParams, b: QuantParams, out: QuantParams, activation: str | None,
@@ -646,8 +744,9 @@ def _qbinary_bind(op: int) -> Callable:
         params = qbinary_params(op, QuantParams.of(ta), QuantParams.of(tb), QuantParams.of(ctx.outputs[0]), act,
                                 out.dtype)
         assert not isinstance(params, str), params
+        alias = 1 if same_memory(a, out) else 2 if same_memory(b, out) else 0
         walk, rep, k, row = _binary_walk(a, b, out, scratch)  # a, b and out share one dtype
-        return kernel, (*walk, params.vector(), rep, k, row)
+        return kernel, (*walk, params.vector(), rep, k, row, np.int64(alias))
 
     return bind
 

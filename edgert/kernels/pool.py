@@ -16,9 +16,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from edgert.kernels.conv import (
+    _stack_f32,
     clamp,
     conv_geometry,
     f32_scratch,
@@ -76,6 +79,157 @@ def _pool(inp, out, acc, kind, kh, kw, sh, sw, pt, pl, lo, hi):
                     dst[ci] = clamp(v, lo, hi)
 
 
+# ---------------------------------------------------------------- vector path (AVG / MAX, float32)
+#
+# The channel loops above stay scalar under numba for the short channel counts of pooling layers
+# (8-64); these intrinsics keep one <width x float> accumulator (a stack slot SROA turns into a
+# register) per 16 or 8 channels. Same operations and order as _pool: max by `v > acc` select,
+# average as the in-order sum divided by the tap count.
+
+_F32_IR = ir.FloatType()
+
+
+def _splat(builder, value, vt):
+    e = builder.insert_element(ir.Constant(vt, None), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(e, ir.Constant(vt, None), ir.Constant(ir.VectorType(ir.IntType(32), vt.count), None))
+
+
+def _acc_ptr(builder, acc, vt):
+    return builder.bitcast(acc, vt.as_pointer())
+
+
+@intrinsic
+def _vp_init(typingctx, acc, kind, width):
+    """acc[0:width] = lowest float (MAX) or 0 (AVG); kind and width literal."""
+    if not isinstance(kind, types.IntegerLiteral) or not isinstance(width, types.IntegerLiteral):
+        return None
+    k, wdt = kind.literal_value, width.literal_value
+
+    def codegen(context, builder, sig, args):
+        vt = ir.VectorType(_F32_IR, wdt)
+        start = float(np.float32(-3.4028234663852886e38)) if k == MAX else 0.0
+        builder.store(ir.Constant(vt, [ir.Constant(_F32_IR, start)] * wdt), _acc_ptr(builder, args[0], vt), align=4)
+        return context.get_dummy_value()
+
+    return types.none(acc, kind, width), codegen
+
+
+@intrinsic
+def _vp_tap(typingctx, acc, x, xbyte, kind, width):
+    """acc = max(acc, x lanes) (MAX) or acc + x lanes (AVG), the lanes at byte xbyte of x's data."""
+    if not isinstance(kind, types.IntegerLiteral) or not isinstance(width, types.IntegerLiteral):
+        return None
+    k, wdt = kind.literal_value, width.literal_value
+
+    def codegen(context, builder, sig, args):
+        vt = ir.VectorType(_F32_IR, wdt)
+        base = builder.bitcast(context.make_array(sig.args[1])(context, builder, args[1]).data, ir.IntType(8).as_pointer())
+        v = builder.load(builder.bitcast(builder.gep(base, [args[2]]), vt.as_pointer()), align=4)
+        ap = _acc_ptr(builder, args[0], vt)
+        a = builder.load(ap, align=4)
+        r = builder.select(builder.fcmp_ordered(">", v, a), v, a) if k == MAX else builder.fadd(a, v)
+        builder.store(r, ap, align=4)
+        return context.get_dummy_value()
+
+    return types.none(acc, x, types.int64, kind, width), codegen
+
+
+@intrinsic
+def _vp_out(typingctx, acc, out, obyte, count, lo, hi, kind, width):
+    """out lanes at byte obyte = clamp(acc (/ count for AVG), lo, hi), NaN kept as clamp() does."""
+    if not isinstance(kind, types.IntegerLiteral) or not isinstance(width, types.IntegerLiteral):
+        return None
+    k, wdt = kind.literal_value, width.literal_value
+
+    def codegen(context, builder, sig, args):
+        vt = ir.VectorType(_F32_IR, wdt)
+        v = builder.load(_acc_ptr(builder, args[0], vt), align=4)
+        if k == AVG:
+            v = builder.fdiv(v, _splat(builder, args[3], vt))
+        lov, hiv = _splat(builder, args[4], vt), _splat(builder, args[5], vt)
+        v = builder.select(builder.fcmp_ordered("<", v, lov), lov, v)
+        v = builder.select(builder.fcmp_ordered(">", v, hiv), hiv, v)
+        base = builder.bitcast(context.make_array(sig.args[1])(context, builder, args[1]).data, ir.IntType(8).as_pointer())
+        builder.store(v, builder.bitcast(builder.gep(base, [args[2]]), vt.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    f = types.float32
+    return types.none(acc, out, types.int64, f, f, f, kind, width), codegen
+
+
+@njit(inline="always")
+def _pool_lanes(acc_p, inp, out, rowb, s_h, s_w, fy0, fy1, fx0, fx1, ob, count, lo, hi, kind, width):
+    # one output pixel, one block of `width` channels starting at byte offset rowb of the window's corner
+    if kind == MAX:
+        if width == 16:
+            _vp_init(acc_p, 1, 16)
+            for fy in range(fy0, fy1):
+                for fx in range(fx0, fx1):
+                    _vp_tap(acc_p, inp, rowb + fy * s_h + fx * s_w, 1, 16)
+            _vp_out(acc_p, out, ob, count, lo, hi, 1, 16)
+        else:
+            _vp_init(acc_p, 1, 8)
+            for fy in range(fy0, fy1):
+                for fx in range(fx0, fx1):
+                    _vp_tap(acc_p, inp, rowb + fy * s_h + fx * s_w, 1, 8)
+            _vp_out(acc_p, out, ob, count, lo, hi, 1, 8)
+    elif width == 16:
+        _vp_init(acc_p, 0, 16)
+        for fy in range(fy0, fy1):
+            for fx in range(fx0, fx1):
+                _vp_tap(acc_p, inp, rowb + fy * s_h + fx * s_w, 0, 16)
+        _vp_out(acc_p, out, ob, count, lo, hi, 0, 16)
+    else:
+        _vp_init(acc_p, 0, 8)
+        for fy in range(fy0, fy1):
+            for fx in range(fx0, fx1):
+                _vp_tap(acc_p, inp, rowb + fy * s_h + fx * s_w, 0, 8)
+        _vp_out(acc_p, out, ob, count, lo, hi, 0, 8)
+
+
+@njit(nogil=True, cache=True)
+def _pool_simd(inp, out, acc, kind, kh, kw, sh, sw, pt, pl, lo, hi):
+    # AVG / MAX with unit channel stride in input and output; channels past the last multiple of 8
+    # run _pool's scalar loop.
+    n_b, h, wd, c = inp.shape
+    oh, ow = out.shape[1], out.shape[2]
+    s_n, s_h, s_w = inp.strides[0], inp.strides[1], inp.strides[2]
+    o_n, o_h, o_w = out.strides[0], out.strides[1], out.strides[2]
+    acc_p = _stack_f32(16)
+    lowest = np.float32(-3.4028234663852886e38)
+    for n in range(n_b):
+        for oy in range(oh):
+            iy0 = oy * sh - pt
+            fy0, fy1 = max(0, -iy0), min(kh, h - iy0)
+            for ox in range(ow):
+                ix0 = ox * sw - pl
+                fx0, fx1 = max(0, -ix0), min(kw, wd - ix0)
+                count = np.float32((fy1 - fy0) * (fx1 - fx0))
+                corner = n * s_n + iy0 * s_h + ix0 * s_w
+                ob = n * o_n + oy * o_h + ox * o_w
+                k = 0
+                while k + 16 <= c:
+                    _pool_lanes(acc_p, inp, out, corner + 4 * k, s_h, s_w, fy0, fy1, fx0, fx1, ob + 4 * k, count,
+                                lo, hi, kind, 16)
+                    k += 16
+                if k + 8 <= c:
+                    _pool_lanes(acc_p, inp, out, corner + 4 * k, s_h, s_w, fy0, fy1, fx0, fx1, ob + 4 * k, count,
+                                lo, hi, kind, 8)
+                    k += 8
+                for ci in range(k, c):
+                    v = lowest if kind == MAX else np.float32(0.0)
+                    for fy in range(fy0, fy1):
+                        for fx in range(fx0, fx1):
+                            x = inp[n, iy0 + fy, ix0 + fx, ci]
+                            if kind == MAX:
+                                v = x if x > v else v
+                            else:
+                                v += x
+                    if kind == AVG:
+                        v = v / count
+                    out[n, oy, ox, ci] = clamp(v, lo, hi)
+
+
 def _params(ctx: OpContext) -> tuple[int, int, int, int, int, int, int, int]:
     _, h, wd, _ = ctx.inputs[0].shape
     kh, kw = option(ctx, "filter_height", 1), option(ctx, "filter_width", 1)
@@ -118,7 +272,10 @@ def _bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> 
     _, _, kh, kw, sh, sw, pt, pl = _params(ctx)
     _, lo, hi = fused_clamp(ctx)
     acc = f32_scratch(scratch, ins[0].shape[3])
-    return _pool, (ins[0], outs[0], acc, _KIND[ctx.op.opcode], kh, kw, sh, sw, pt, pl, lo, hi)
+    kind = _KIND[ctx.op.opcode]
+    if kind != L2 and ins[0].strides[3] == 4 and outs[0].strides[3] == 4:
+        return _pool_simd, (ins[0], outs[0], acc, kind, kh, kw, sh, sw, pt, pl, lo, hi)
+    return _pool, (ins[0], outs[0], acc, kind, kh, kw, sh, sw, pt, pl, lo, hi)
 
 
 # ---------------------------------------------------------------- quantized (int8 / uint8 / int16)

@@ -10,7 +10,9 @@ only moves elements, so it reinterprets any dtype as unsigned ints of the same w
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from edgert.kernels.quant import round_half_away
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
@@ -50,6 +52,75 @@ def _bilinear_float(x, out, hscale, wscale, half, rounding):
                     if rounding:
                         v = round_half_away(v)
                     out[b, y, xx, c] = v
+
+
+@intrinsic
+def _vlerp4(typingctx, x, out, ob, o00, o10, o01, o11, a, bb, dy, dx, width):
+    """out at byte ob, `width` (literal) float32 lanes = x00*a*bb + x10*dy*bb + x01*a*dx + x11*dy*dx
+    with x.. the lanes at byte offsets o.. of x: the reference's expression and order, as vectors.
+
+    Why an intrinsic: numba's loop vectorizer leaves this channel loop scalar (about 4 cycles an
+    element on the U-Net's upsampling layers)."""
+    if not isinstance(width, types.IntegerLiteral):
+        return None
+    wdt = width.literal_value
+
+    def codegen(context, builder, sig, args):
+        a_x, a_out, ob_v, q00, q10, q01, q11, av, bv, dyv, dxv, _ = args
+        f32 = ir.FloatType()
+        vt = ir.VectorType(f32, wdt)
+        i8p = ir.IntType(8).as_pointer()
+        xb = builder.bitcast(context.make_array(sig.args[0])(context, builder, a_x).data, i8p)
+        obase = builder.bitcast(context.make_array(sig.args[1])(context, builder, a_out).data, i8p)
+
+        def lanes(off):
+            return builder.load(builder.bitcast(builder.gep(xb, [off]), vt.as_pointer()), align=4)
+
+        def splat(v):
+            e = builder.insert_element(ir.Constant(vt, None), v, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(e, ir.Constant(vt, None), ir.Constant(ir.VectorType(ir.IntType(32), wdt), None))
+
+        a_s, b_s, dy_s, dx_s = splat(av), splat(bv), splat(dyv), splat(dxv)
+        v = builder.fmul(builder.fmul(lanes(q00), a_s), b_s)
+        v = builder.fadd(v, builder.fmul(builder.fmul(lanes(q10), dy_s), b_s))
+        v = builder.fadd(v, builder.fmul(builder.fmul(lanes(q01), a_s), dx_s))
+        v = builder.fadd(v, builder.fmul(builder.fmul(lanes(q11), dy_s), dx_s))
+        builder.store(v, builder.bitcast(builder.gep(obase, [ob_v]), vt.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    i64, f = types.int64, types.float32
+    return types.none(x, out, i64, i64, i64, i64, i64, f, f, f, f, width), codegen
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def _bilinear_f32(x, out, hscale, wscale, half):
+    """_bilinear_float for float32 with unit channel stride: 16 and 8 channels at a time as vectors."""
+    one = np.float32(1.0)
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    s_b, s_h, s_w = x.strides[0], x.strides[1], x.strides[2]
+    t_b, t_h, t_w = out.strides[0], out.strides[1], out.strides[2]
+    for b in range(out.shape[0]):
+        for y in range(out.shape[1]):
+            iy, y0, y1 = _source(y, hscale, half, h)
+            dy = iy - np.float32(y0)
+            a = one - dy
+            r0, r1 = b * s_b + y0 * s_h, b * s_b + y1 * s_h
+            for xx in range(out.shape[2]):
+                ix, x0, x1 = _source(xx, wscale, half, w)
+                dx = ix - np.float32(x0)
+                bb = one - dx
+                o00, o10, o01, o11 = r0 + x0 * s_w, r1 + x0 * s_w, r0 + x1 * s_w, r1 + x1 * s_w
+                ob = b * t_b + y * t_h + xx * t_w
+                k = 0
+                while k + 16 <= c:
+                    _vlerp4(x, out, ob + 4 * k, o00 + 4 * k, o10 + 4 * k, o01 + 4 * k, o11 + 4 * k, a, bb, dy, dx, 16)
+                    k += 16
+                if k + 8 <= c:
+                    _vlerp4(x, out, ob + 4 * k, o00 + 4 * k, o10 + 4 * k, o01 + 4 * k, o11 + 4 * k, a, bb, dy, dx, 8)
+                    k += 8
+                for ch in range(k, c):
+                    out[b, y, xx, ch] = (x[b, y0, x0, ch] * a * bb + x[b, y1, x0, ch] * dy * bb
+                                         + x[b, y0, x1, ch] * a * dx + x[b, y1, x1, ch] * dy * dx)
 
 
 @njit(nogil=True, cache=True, fastmath=False, inline="always")
@@ -164,8 +235,10 @@ def _bind_bilinear(ctx: OpContext, ins: list, outs: list, scratch) -> Step:
     align, half = _flags(ctx)
     if x.dtype in (np.int8, np.int16):
         return _bilinear_fixed, (x, y, _scale10(x.shape[1], y.shape[1], align), _scale10(x.shape[2], y.shape[2], align), half)
-    return _bilinear_float, (x, y, _scale(x.shape[1], y.shape[1], align), _scale(x.shape[2], y.shape[2], align), half,
-                             x.dtype == np.uint8)
+    hs, ws = _scale(x.shape[1], y.shape[1], align), _scale(x.shape[2], y.shape[2], align)
+    if x.dtype == np.float32 and x.strides[3] == 4 and y.strides[3] == 4:
+        return _bilinear_f32, (x, y, hs, ws, half)
+    return _bilinear_float, (x, y, hs, ws, half, x.dtype == np.uint8)
 
 
 def _bind_nearest(ctx: OpContext, ins: list, outs: list, scratch) -> Step:
