@@ -39,6 +39,7 @@ log = logging.getLogger("edgert.serve")
 LATENCY_SAMPLES = 4096  # per model; a ring, so stats cost no memory growth under load
 STALL_LIMIT_S = 60.0  # a compute thread silent this long stops the systemd watchdog pings
 STATUS_EVERY_S = 5.0
+ARRIVAL_QUIET_S = 0.1  # after a drain, exit once no request has arrived for this long
 
 
 # -- the loaded models -----------------------------------------------------------------------------
@@ -433,6 +434,7 @@ class Server:
                 self._check_rss()
                 if self._draining_since is not None:
                     if stopped:
+                        self._refuse_arrivals(self._draining_since + self.config.drain_timeout)
                         log.info("drained; exiting")
                         return 0
                     if now - self._draining_since > self.config.drain_timeout:
@@ -441,6 +443,15 @@ class Server:
                         return 0
         finally:
             self._shutdown()
+
+    def _refuse_arrivals(self, until: float) -> None:
+        """Answer requests still arriving after the drain (`shutting_down`) until the socket has been
+        quiet for ARRIVAL_QUIET_S, or `until`: a client whose request was in transit at SIGTERM gets a
+        definite answer instead of waiting out its timeout."""
+        while time.monotonic() < until:
+            if not self._router.poll(int(ARRIVAL_QUIET_S * 1000), zmq.POLLIN):
+                return
+            self._serve_requests()
 
     def _healthy(self, now: float) -> bool:
         c = self._compute
