@@ -27,7 +27,6 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import get_thread_id, njit, prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from edgert.kernels.activations import activation_code, activation_range, activation_supported, clamp_code
@@ -39,10 +38,27 @@ from edgert.kernels.fixedpoint import (
 from edgert.kernels.qgemm import KV as QGEMM_KV
 from edgert.kernels.qgemm import MR as QGEMM_MR
 from edgert.kernels.qgemm import SIMD_MAX_K as QSIMD_MAX_K
-from edgert.kernels.qgemm import VW as QVW
 from edgert.kernels.qgemm import XBUF as QXBUF
-from edgert.kernels.qgemm import _qsimd_taps, _qsimd_taps_rows, _qstack_f32, _qstack_i32, _qvcopy, _qvzero, gemm_block, k_chunks, operand_max, simd_exact
+from edgert.kernels.qgemm import _qsimd_taps, _qsimd_taps_rows, gemm_block, k_chunks, operand_max, simd_exact
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
+from edgert.kernels.simd import (
+    F32_IR,
+    I8P_IR,
+    VW,
+    array_bytes,
+    block_ptr,
+    broadcast_mac,
+    byte_ptr,
+    mac_block,
+    splat,
+    stack_buf,
+    stack_buf_dyn,
+    strided,
+    tap_load,
+    vclamp,
+    vcopy,
+    vzero,
+)
 from edgert.model.graph import Tensor
 
 F32 = np.dtype(np.float32)
@@ -319,66 +335,12 @@ def _fc_direct(x, w, bias, has_bias, out, lo, hi):
 
 # ---------------------------------------------------------------- explicit-SIMD conv (register-blocked)
 #
-# Why hand-written vector IR: numba's LLVM runs the loop vectorizer but not the SLP vectorizer, and
-# the full unroller turns a constant 16-wide channel loop into scalars before the loop vectorizer
-# sees it, so no plain numba formulation of a register-blocked micro-kernel vectorizes (measured
-# 4-9 GFLOP/s). These intrinsics emit <VW x float> loads, multiplies and adds into an accumulator
-# block that lives on the stack at constant offsets, which LLVM's SROA promotes to vector
-# registers: 100-140 GFLOP/s on one core here, without the im2col copy.
+# The accumulator-block technique and why it is written as vector IR: simd.py.
 
-VW = 16  # output channels per vector block (one AVX-512 register, two AVX2 ones)
 MR = 8  # output pixels per register block
 # Filters with K = KH*KW*C up to this transpose their VW-channel block into a stack buffer (at
 # most 80 KiB); larger ones into planned scratch, still far below an im2col tile.
 STACK_K = 1280
-
-_F32_IR = ir.FloatType()
-
-
-@intrinsic
-def _stack_f32(typingctx, n):
-    """A pointer to n float32 on the stack of the calling function (entry-block alloca)."""
-    if not isinstance(n, types.IntegerLiteral):
-        return None
-    size = n.literal_value
-
-    def codegen(context, builder, sig, args):
-        arr = cgutils.alloca_once(builder, ir.ArrayType(_F32_IR, size))
-        arr.align = 64
-        return builder.bitcast(arr, _F32_IR.as_pointer())
-
-    return types.CPointer(types.float32)(n), codegen
-
-
-@intrinsic
-def _stack_f32_dyn(typingctx, n):
-    """A pointer to n (runtime) float32 on the stack, allocated where it is called: call it once,
-    outside any loop. Why not _stack_f32: LLVM takes seconds per 10 KiB of a fixed-size alloca it
-    tries to split (13.8 vs 1.4 s to compile _conv_simd); a dynamic one it leaves alone."""
-
-    def codegen(context, builder, sig, args):
-        arr = builder.alloca(_F32_IR, size=args[0])
-        arr.align = 64
-        return arr
-
-    return types.CPointer(types.float32)(types.int64), codegen
-
-
-@intrinsic
-def _vzero(typingctx, acc, n):
-    """acc[0:n] = 0 for a literal n that is a multiple of VW."""
-    if not isinstance(n, types.IntegerLiteral):
-        return None
-    count = n.literal_value
-
-    def codegen(context, builder, sig, args):
-        vt = ir.VectorType(_F32_IR, VW)
-        for b in range(count // VW):
-            p = builder.bitcast(builder.gep(args[0], [ir.Constant(ir.IntType(64), b * VW)]), vt.as_pointer())
-            builder.store(ir.Constant(vt, None), p, align=4)
-        return context.get_dummy_value()
-
-    return types.none(acc, n), codegen
 
 
 @intrinsic
@@ -395,54 +357,19 @@ def _vmac(typingctx, acc, inp, xbyte, ix0, xstep, wd, colbytes, wt, wi, mr, chec
 
     def codegen(context, builder, sig, args):
         acc_p, a_inp, xb, ix0_v, step_v, wd_v, col_v, a_wt, wi_v, _, _ = args
-        i64 = ir.IntType(64)
-        vt = ir.VectorType(_F32_IR, VW)
+        vt = ir.VectorType(F32_IR, VW)
         x_arr = context.make_array(sig.args[1])(context, builder, a_inp)
         w_arr = context.make_array(sig.args[7])(context, builder, a_wt)
-        wp = builder.bitcast(builder.gep(w_arr.data, [wi_v]), vt.as_pointer())
-        wv = builder.load(wp, align=4)
-        base = builder.bitcast(x_arr.data, ir.IntType(8).as_pointer())
-        zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), VW), None)
+        wv = builder.load(block_ptr(builder, w_arr.data, wi_v, vt), align=4)
+        base = builder.bitcast(x_arr.data, I8P_IR)
         for p in range(rows):
-            ix = builder.add(ix0_v, builder.mul(step_v, ir.Constant(i64, p)))
-            if check:
-                valid = builder.and_(builder.icmp_signed(">=", ix, ir.Constant(i64, 0)),
-                                     builder.icmp_signed("<", ix, wd_v))
-                ix = builder.select(valid, ix, ir.Constant(i64, 0))
-            off = builder.add(xb, builder.mul(ix, col_v))
-            xp = builder.bitcast(builder.gep(base, [off]), _F32_IR.as_pointer())
-            x = builder.load(xp, align=4)
-            if check:
-                x = builder.select(valid, x, ir.Constant(_F32_IR, 0.0))
-            xv = builder.insert_element(ir.Constant(vt, None), x, ir.Constant(ir.IntType(32), 0))
-            xv = builder.shuffle_vector(xv, ir.Constant(vt, None), zero_mask)
-            ap = builder.bitcast(builder.gep(acc_p, [ir.Constant(i64, p * VW)]), vt.as_pointer())
-            builder.store(builder.fadd(builder.load(ap, align=4), builder.fmul(xv, wv)), ap, align=4)
+            x = tap_load(builder, base, xb, col_v, ix0_v, step_v, p, wd_v, check, F32_IR, ir.Constant(F32_IR, 0.0))
+            broadcast_mac(builder, acc_p, p, x, wv, contract=False)
         return context.get_dummy_value()
 
     sig = types.none(acc, inp, types.int64, types.int64, types.int64, types.int64, types.int64, wt, types.int64,
                      mr, checked)
     return sig, codegen
-
-
-@intrinsic
-def _vcopy(typingctx, src, dst, n):
-    """dst[0:n] = src[0:n] for a literal n that is a multiple of VW (vector moves at constant offsets,
-    so the accumulator block `src` stays promotable to registers)."""
-    if not isinstance(n, types.IntegerLiteral):
-        return None
-    count = n.literal_value
-
-    def codegen(context, builder, sig, args):
-        vt = ir.VectorType(_F32_IR, VW)
-        for b in range(count // VW):
-            off = [ir.Constant(ir.IntType(64), b * VW)]
-            s = builder.bitcast(builder.gep(args[0], off), vt.as_pointer())
-            d = builder.bitcast(builder.gep(args[1], off), vt.as_pointer())
-            builder.store(builder.load(s, align=4), d, align=4)
-        return context.get_dummy_value()
-
-    return types.none(src, dst, n), codegen
 
 
 @intrinsic
@@ -456,27 +383,18 @@ def _vout_rows(typingctx, acc, rows, out, obyte, ostep, bias, bi, lo, hi, add_bi
 
     def codegen(context, builder, sig, args):
         acc_p, _, a_out, ob, ostep_v, a_b, bi_v, lo_v, hi_v = args[:9]
-        i64 = ir.IntType(64)
-        vt = ir.VectorType(_F32_IR, wdt)
-
-        def splat(s):
-            e = builder.insert_element(ir.Constant(vt, None), s, ir.Constant(ir.IntType(32), 0))
-            return builder.shuffle_vector(e, ir.Constant(vt, None), ir.Constant(ir.VectorType(ir.IntType(32), wdt), None))
-
-        lov, hiv = splat(lo_v), splat(hi_v)
+        vt = ir.VectorType(F32_IR, wdt)
+        lov, hiv = splat(builder, lo_v, vt), splat(builder, hi_v, vt)
         if addb:
             b_arr = context.make_array(sig.args[5])(context, builder, a_b)
-            bv = builder.load(builder.bitcast(builder.gep(b_arr.data, [bi_v]), vt.as_pointer()), align=4)
-        o_arr = context.make_array(sig.args[2])(context, builder, a_out)
-        base = builder.bitcast(o_arr.data, ir.IntType(8).as_pointer())
+            bv = builder.load(block_ptr(builder, b_arr.data, bi_v, vt), align=4)
+        base = array_bytes(context, builder, sig.args[2], a_out)
         for p in range(n_rows):
-            v = builder.load(builder.bitcast(builder.gep(acc_p, [ir.Constant(i64, p * VW)]), vt.as_pointer()), align=4)
+            v = builder.load(block_ptr(builder, acc_p, p * VW, vt), align=4)
             if addb:
                 v = builder.fadd(v, bv)
-            v = builder.select(builder.fcmp_ordered("<", v, lov), lov, v)
-            v = builder.select(builder.fcmp_ordered(">", v, hiv), hiv, v)
-            dst = builder.gep(base, [builder.add(ob, builder.mul(ostep_v, ir.Constant(i64, p)))])
-            builder.store(v, builder.bitcast(dst, vt.as_pointer()), align=4)
+            v = vclamp(builder, v, lov, hiv)
+            builder.store(v, byte_ptr(builder, base, strided(builder, ob, ostep_v, p), vt), align=4)
         return context.get_dummy_value()
 
     sig = types.none(acc, rows, out, types.int64, types.int64, bias, types.int64, types.float32, types.float32,
@@ -485,35 +403,29 @@ def _vout_rows(typingctx, acc, rows, out, obyte, ostep, bias, bi, lo, hi, add_bi
 
 
 @njit(inline="always")
+def _store_rows(acc_p, mr, out, ob, o_w, bias, o0, lo, hi, add_bias, width):
+    # _vout_rows for the runtime mr (8, 4 or 1); add_bias and width are literal at every call site
+    if mr == 8:
+        _vout_rows(acc_p, 8, out, ob, o_w, bias, o0, lo, hi, add_bias, width)
+    elif mr == 4:
+        _vout_rows(acc_p, 4, out, ob, o_w, bias, o0, lo, hi, add_bias, width)
+    else:
+        _vout_rows(acc_p, 1, out, ob, o_w, bias, o0, lo, hi, add_bias, width)
+
+
+@njit(inline="always")
 def _store_block(acc_p, mr, out, ob, o_w, bias, o0, lo, hi, has_bias, width):
     # _vout_rows with its literal arguments picked from the runtime (mr, has_bias, width)
     if width == VW:
         if has_bias:
-            if mr == 8:
-                _vout_rows(acc_p, 8, out, ob, o_w, bias, o0, lo, hi, 1, 16)
-            elif mr == 4:
-                _vout_rows(acc_p, 4, out, ob, o_w, bias, o0, lo, hi, 1, 16)
-            else:
-                _vout_rows(acc_p, 1, out, ob, o_w, bias, o0, lo, hi, 1, 16)
-        elif mr == 8:
-            _vout_rows(acc_p, 8, out, ob, o_w, bias, o0, lo, hi, 0, 16)
-        elif mr == 4:
-            _vout_rows(acc_p, 4, out, ob, o_w, bias, o0, lo, hi, 0, 16)
+            _store_rows(acc_p, mr, out, ob, o_w, bias, o0, lo, hi, 1, 16)
         else:
-            _vout_rows(acc_p, 1, out, ob, o_w, bias, o0, lo, hi, 0, 16)
+            _store_rows(acc_p, mr, out, ob, o_w, bias, o0, lo, hi, 0, 16)
     elif has_bias:
-        if mr == 8:
-            _vout_rows(acc_p, 8, out, ob, o_w, bias, o0, lo, hi, 1, 8)
-        elif mr == 4:
-            _vout_rows(acc_p, 4, out, ob, o_w, bias, o0, lo, hi, 1, 8)
-        else:
-            _vout_rows(acc_p, 1, out, ob, o_w, bias, o0, lo, hi, 1, 8)
-    elif mr == 8:
-        _vout_rows(acc_p, 8, out, ob, o_w, bias, o0, lo, hi, 0, 8)
-    elif mr == 4:
-        _vout_rows(acc_p, 4, out, ob, o_w, bias, o0, lo, hi, 0, 8)
+        _store_rows(acc_p, mr, out, ob, o_w, bias, o0, lo, hi, 1, 8)
     else:
-        _vout_rows(acc_p, 1, out, ob, o_w, bias, o0, lo, hi, 0, 8)
+        _store_rows(acc_p, mr, out, ob, o_w, bias, o0, lo, hi, 0, 8)
+
 
 @njit(nogil=True, cache=True)
 def _conv_simd(inp, w2, bias, has_bias, out, wt, kh, kw, sh, sw, dh, dw, pt, pl, lo, hi):
@@ -527,10 +439,10 @@ def _conv_simd(inp, w2, bias, has_bias, out, wt, kh, kw, sh, sw, dh, dw, pt, pl,
     s_n, s_h, s_w, s_c = inp.strides
     o_n, o_h, o_w = out.strides[0], out.strides[1], out.strides[2]
     vec_out = out.strides[3] == 4 and (not has_bias or bias.strides[0] == 4)
-    acc_p = _stack_f32(128)  # MR * VW
+    acc_p = stack_buf(128, np.float32)  # MR * VW
     if wt.shape[0] == 0:  # K <= STACK_K: the transposed filter block lives on the stack
-        wt = numba.carray(_stack_f32_dyn(k * VW), (k * VW,))
-    tmp_p = _stack_f32(128)
+        wt = numba.carray(stack_buf_dyn(k * VW, np.float32), (k * VW,))
+    tmp_p = stack_buf(128, np.float32)
     tmp = numba.carray(tmp_p, (MR * VW,))
     for o0 in range(0, n_o, VW):
         nb = min(VW, n_o - o0)
@@ -545,7 +457,7 @@ def _conv_simd(inp, w2, bias, has_bias, out, wt, kh, kw, sh, sw, dh, dw, pt, pl,
                 while px < ow:
                     left = ow - px
                     mr = 8 if left >= 8 else (4 if left >= 4 else 1)
-                    _vzero(acc_p, 128)
+                    vzero(acc_p, 128)
                     for ky in range(ky0, ky1):
                         rowb = n * s_n + (iy0 + ky * dh) * s_h
                         for kx in range(kw):
@@ -574,7 +486,7 @@ def _conv_simd(inp, w2, bias, has_bias, out, wt, kh, kw, sh, sw, dh, dw, pt, pl,
                         _store_block(acc_p, mr, out, ob, o_w, bias, o0, lo, hi, has_bias, nb)
                         px += mr
                         continue
-                    _vcopy(acc_p, tmp_p, 128)
+                    vcopy(acc_p, tmp_p, 128)
                     for p in range(mr):
                         for j in range(nb):
                             v = tmp[p * VW + j]
@@ -595,24 +507,14 @@ def _vdw(typingctx, acc, inp, xbyte, ix0, xstep, wd, colbytes, w, wi, mr, checke
 
     def codegen(context, builder, sig, args):
         acc_p, a_inp, xb, ix0_v, step_v, wd_v, col_v, a_w, wi_v = args[:9]
-        i64 = ir.IntType(64)
-        vt = ir.VectorType(_F32_IR, wdt)
+        vt = ir.VectorType(F32_IR, wdt)
         x_arr = context.make_array(sig.args[1])(context, builder, a_inp)
         w_arr = context.make_array(sig.args[7])(context, builder, a_w)
-        wv = builder.load(builder.bitcast(builder.gep(w_arr.data, [wi_v]), vt.as_pointer()), align=4)
-        base = builder.bitcast(x_arr.data, ir.IntType(8).as_pointer())
+        wv = builder.load(block_ptr(builder, w_arr.data, wi_v, vt), align=4)
+        base = builder.bitcast(x_arr.data, I8P_IR)
         for p in range(rows):
-            ix = builder.add(ix0_v, builder.mul(step_v, ir.Constant(i64, p)))
-            if check:
-                valid = builder.and_(builder.icmp_signed(">=", ix, ir.Constant(i64, 0)),
-                                     builder.icmp_signed("<", ix, wd_v))
-                ix = builder.select(valid, ix, ir.Constant(i64, 0))
-            off = builder.add(xb, builder.mul(ix, col_v))
-            xv = builder.load(builder.bitcast(builder.gep(base, [off]), vt.as_pointer()), align=4)
-            if check:
-                xv = builder.select(valid, xv, ir.Constant(vt, None))
-            ap = builder.bitcast(builder.gep(acc_p, [ir.Constant(i64, p * VW)]), vt.as_pointer())
-            builder.store(builder.fadd(builder.load(ap, align=4), builder.fmul(xv, wv)), ap, align=4)
+            xv = tap_load(builder, base, xb, col_v, ix0_v, step_v, p, wd_v, check, vt, ir.Constant(vt, None))
+            mac_block(builder, acc_p, p, xv, wv, contract=False)
         return context.get_dummy_value()
 
     sig = types.none(acc, inp, types.int64, types.int64, types.int64, types.int64, types.int64, w, types.int64,
@@ -667,7 +569,7 @@ def _depthwise_simd(inp, w, bias, has_bias, out, sh, sw, dh, dw, pt, pl, lo, hi)
     kh, kw = w.shape[1], w.shape[2]
     oh, ow = out.shape[1], out.shape[2]
     o_n, o_h, o_w = out.strides[0], out.strides[1], out.strides[2]
-    acc_p = _stack_f32(128)  # MR * VW
+    acc_p = stack_buf(128, np.float32)  # MR * VW
     for n in range(n_b):
         for oy in range(oh):
             iy0 = oy * sh - pt
@@ -678,7 +580,7 @@ def _depthwise_simd(inp, w, bias, has_bias, out, sh, sw, dh, dw, pt, pl, lo, hi)
                 while px < ow:
                     left = ow - px
                     mr = 8 if left >= 8 else (4 if left >= 4 else 1)
-                    _vzero(acc_p, 128)
+                    vzero(acc_p, 128)
                     _dw_block(acc_p, inp, w, n, px, c0, iy0, ky0, ky1, kw, sw, dh, dw, pl, mr, width)
                     _store_block(acc_p, mr, out, n * o_n + oy * o_h + px * o_w + c0 * 4, o_w, bias, c0, lo, hi,
                                  has_bias, width)
@@ -1197,38 +1099,45 @@ def _qdot_rows(src, w2, bias_eff, w_off, out_rows, p0, mult, shift, out_zp, lo, 
             dst[o] = requantize(np.int32(accs[o] + bias_eff[o] + extra), mult[o], shift[o], out_zp, lo, hi, single)
 
 
+@njit(inline="always")
+def _im2col_row(inp, col, r, p, plane, ow, kh, kw, sh, sw, dh, dw, pt, pl, in_off, fill):
+    # col[r, 0:K] = the (ky, kx, ci) taps of output pixel p (n, oy, ox flattened; plane = oh * ow),
+    # each x + in_off converted to col's dtype; taps in the padding get `fill`.
+    h, wd, c = inp.shape[1], inp.shape[2], inp.shape[3]
+    n = p // plane
+    rem = p - n * plane
+    oy = rem // ow
+    ox = rem - oy * ow
+    iy0 = oy * sh - pt
+    ix0 = ox * sw - pl
+    dst = col[r]
+    k = 0
+    for ky in range(kh):
+        iy = iy0 + ky * dh
+        for kx in range(kw):
+            ix = ix0 + kx * dw
+            if iy >= 0 and iy < h and ix >= 0 and ix < wd:
+                src = inp[n, iy, ix]
+                for ci in range(c):
+                    dst[k + ci] = np.int32(src[ci]) + in_off
+            else:
+                for ci in range(c):
+                    dst[k + ci] = fill
+            k += c
+
+
 @njit(nogil=True, cache=True)
 def _qconv_im2col(inp, col, w2, bias_eff, w_off, out_rows, mult, shift, out_zp, lo, hi,
                   oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, fill, accs):
-    # col: [tile rows, K] scratch of the input dtype; padding taps hold zp_in (x + in_off == 0).
-    h, wd, c = inp.shape[1], inp.shape[2], inp.shape[3]
+    # col: [tile rows, K] scratch of the input dtype holding the raw codes; padding taps hold
+    # zp_in (x + in_off == 0).
     plane = oh * ow
     total = inp.shape[0] * plane
     rows = col.shape[0]
     for r0 in range(0, total, rows):
         n_rows = min(rows, total - r0)
         for r in range(n_rows):
-            p = r0 + r
-            n = p // plane
-            rem = p - n * plane
-            oy = rem // ow
-            ox = rem - oy * ow
-            iy0 = oy * sh - pt
-            ix0 = ox * sw - pl
-            dst = col[r]
-            k = 0
-            for ky in range(kh):
-                iy = iy0 + ky * dh
-                for kx in range(kw):
-                    ix = ix0 + kx * dw
-                    if iy >= 0 and iy < h and ix >= 0 and ix < wd:
-                        src = inp[n, iy, ix]
-                        for ci in range(c):
-                            dst[k + ci] = src[ci]
-                    else:
-                        for ci in range(c):
-                            dst[k + ci] = fill
-                    k += c
+            _im2col_row(inp, col, r, r0 + r, plane, ow, kh, kw, sh, sw, dh, dw, pt, pl, 0, fill)
         _qdot_rows(col[:n_rows], w2, bias_eff, w_off, out_rows, r0, mult, shift, out_zp, lo, hi, False, accs)
 
 
@@ -1241,7 +1150,6 @@ def _qconv_gemm(inp, tile, w2, wtail, w_off, bias, chunks, tail_chunks, acc, out
     # fastmath here too: numba compiles gemm_block inside this function with this function's
     # flags, and without them LLVM may not vectorize its float reductions. The only other float
     # operation is the exact int -> float32 conversion of the tile.
-    h, wd, c = inp.shape[1], inp.shape[2], inp.shape[3]
     plane = oh * ow
     total = inp.shape[0] * plane
     rows, kp = tile.shape
@@ -1256,27 +1164,7 @@ def _qconv_gemm(inp, tile, w2, wtail, w_off, bias, chunks, tail_chunks, acc, out
     for r0 in range(0, total, rows):
         n_rows = min(rows, total - r0)
         for r in range(n_rows):
-            p = r0 + r
-            n = p // plane
-            rem = p - n * plane
-            oy = rem // ow
-            ox = rem - oy * ow
-            iy0 = oy * sh - pt
-            ix0 = ox * sw - pl
-            dst = tile[r]
-            k = 0
-            for ky in range(kh):
-                iy = iy0 + ky * dh
-                for kx in range(kw):
-                    ix = ix0 + kx * dw
-                    if iy >= 0 and iy < h and ix >= 0 and ix < wd:
-                        src = inp[n, iy, ix]
-                        for ci in range(c):
-                            dst[k + ci] = np.float32(np.int32(src[ci]) + in_off)
-                    else:
-                        for ci in range(c):
-                            dst[k + ci] = np.float32(0.0)
-                    k += c
+            _im2col_row(inp, tile, r, r0 + r, plane, ow, kh, kw, sh, sw, dh, dw, pt, pl, in_off, np.float32(0.0))
         # rows past n_rows in the last block are read (not stored): keep them finite
         for r in range(n_rows, min(rows, (n_rows + QGEMM_MR - 1) // QGEMM_MR * QGEMM_MR)):
             for k in range(kp):
@@ -1368,14 +1256,14 @@ def _qconv_simd(inp, w2, bias, out, mult, shift, in_off, w_off, out_zp, lo, hi, 
     n_b, h, wd, c = inp.shape
     n_o, k = w2.shape
     oh, ow = out.shape[1], out.shape[2]
-    acc_p = _qstack_f32(128)  # MR_SIMD * VW
-    wt_p = _qstack_f32(8192)  # SIMD_MAX_K * VW
+    acc_p = stack_buf(128, np.float32)  # MR_SIMD * VW
+    wt_p = stack_buf(8192, np.float32)  # SIMD_MAX_K * VW
     wt = numba.carray(wt_p, (8192,))
-    tmp_p = _qstack_f32(128)
+    tmp_p = stack_buf(128, np.float32)
     tmp = numba.carray(tmp_p, (128,))
     # bias, multiplier, shift of the block's channels repeated for its 8 pixels, and the output
     # codes: contiguous lanes, so the requantization loop vectorizes (the output may be strided)
-    lanes = numba.carray(_qstack_i32(512), (4, 128))
+    lanes = numba.carray(stack_buf(512, np.int32), (4, 128))
     # Row-buffer form: x read as floats from a converted, zero-padded copy of the kh input rows an
     # output row needs (one broadcast load per tap instead of a load, widen, offset and convert).
     # It pays where each x feeds several taps and the channel loop of the conversion is long
@@ -1383,22 +1271,22 @@ def _qconv_simd(inp, w2, bias, out, mult, shift, in_off, w_off, out_zp, lo, hi, 
     # slower) or strided 1x1 convs (1.2x: they convert columns they never read).
     wp = max(wd + pl, (ow - 1) * sw + (kw - 1) * dw + 1)
     use_rows = kh * kw > 1 and c >= 8 and kh * wp * c <= QXBUF
-    xb_p = _qstack_f32(16384)  # QXBUF
+    xb_p = stack_buf(16384, np.float32)  # QXBUF
     xbuf = numba.carray(xb_p, (16384,))
     if use_rows:
         for i in range(kh * wp * c):
             xbuf[i] = np.float32(0.0)
-    for o0 in range(0, n_o, QVW):
-        nb = min(QVW, n_o - o0)
+    for o0 in range(0, n_o, VW):
+        nb = min(VW, n_o - o0)
         for j in range(nb):
             row = w2[o0 + j]
             for kk in range(k):
-                wt[kk * QVW + j] = np.float32(np.int32(row[kk]) + w_off)
-        for j in range(nb, QVW):
+                wt[kk * VW + j] = np.float32(np.int32(row[kk]) + w_off)
+        for j in range(nb, VW):
             for kk in range(k):
-                wt[kk * QVW + j] = np.float32(0.0)
+                wt[kk * VW + j] = np.float32(0.0)
         for t in range(128):
-            j = min(t % QVW, nb - 1)
+            j = min(t % VW, nb - 1)
             lanes[0, t] = bias[o0 + j]
             lanes[1, t] = mult[o0 + j]
             lanes[2, t] = shift[o0 + j]
@@ -1420,18 +1308,18 @@ def _qconv_simd(inp, w2, bias, out, mult, shift, in_off, w_off, out_zp, lo, hi, 
                 while px < ow:
                     left = ow - px
                     mr = 8 if left >= 8 else (4 if left >= 4 else 1)
-                    _qvzero(acc_p, 128)
+                    vzero(acc_p, 128)
                     if use_rows:
                         _qsimd_taps_rows(acc_p, xb_p, wt_p, ky0, ky1, kw, c, wp, px, sw, dw, mr)
                     else:
                         _qsimd_taps(acc_p, inp, wt_p, n, iy0, ky0, ky1, kw, c, px, sw, dh, dw, pl, in_off, mr)
-                    _qvcopy(acc_p, tmp_p, 128)
-                    for t in range(mr * QVW):
+                    vcopy(acc_p, tmp_p, 128)
+                    for t in range(mr * VW):
                         acc = np.int32(np.int64(np.int32(tmp[t])) + brep[t])  # C++ int32 wrap
                         codes[t] = np.int32(requantize(acc, mrep[t], srep[t], out_zp, lo, hi, False))
                     for p in range(mr):
                         for j in range(nb):
-                            out[n, oy, px + p, o0 + j] = codes[p * QVW + j]
+                            out[n, oy, px + p, o0 + j] = codes[p * VW + j]
                     px += mr
 
 

@@ -527,6 +527,14 @@ def _qunpack(prm):
             i(prm[17]), i(prm[18]), i(prm[19]), i(prm[20]), i(prm[21]))
 
 
+@njit(inline="always")
+def _qbinop_run(ov, xv, yv, m, op, p):
+    # ov[0:m] = xv op yv elementwise. For an in-place step pass the output view itself as xv or yv:
+    # one view, so LLVM needs no runtime overlap check (see qbinary_kernel).
+    for t in range(m):
+        ov[t] = _qbinop(xv[t], yv[t], op, p)
+
+
 def _make_qbinary(op: int) -> Callable:
     @njit(nogil=True, cache=True)
     def qbinary_kernel(a, b, o, shape, sa, sb, so_, prm, rep, k, row, alias):
@@ -557,20 +565,13 @@ def _make_qbinary(op: int) -> Callable:
                                 ov = o[po + r0 * n:po + r0 * n + m]
                                 if row == 1:
                                     if alias == 1:
-                                        for t in range(m):
-                                            ov[t] = _qbinop(ov[t], rep[t], op, p)
+                                        _qbinop_run(ov, ov, rep, m, op, p)
                                     else:
-                                        av = a[pa + r0 * n:pa + r0 * n + m]
-                                        for t in range(m):
-                                            ov[t] = _qbinop(av[t], rep[t], op, p)
+                                        _qbinop_run(ov, a[pa + r0 * n:pa + r0 * n + m], rep, m, op, p)
+                                elif alias == 2:
+                                    _qbinop_run(ov, rep, ov, m, op, p)
                                 else:
-                                    if alias == 2:
-                                        for t in range(m):
-                                            ov[t] = _qbinop(rep[t], ov[t], op, p)
-                                    else:
-                                        bv = b[pb + r0 * n:pb + r0 * n + m]
-                                        for t in range(m):
-                                            ov[t] = _qbinop(rep[t], bv[t], op, p)
+                                    _qbinop_run(ov, rep, b[pb + r0 * n:pb + r0 * n + m], m, op, p)
             return
         for i0 in range(shape[0]):
             for i1 in range(shape[1]):
@@ -583,18 +584,11 @@ def _make_qbinary(op: int) -> Callable:
                             if o5 == 1 and a5 == 1 and b5 == 1:
                                 ov = o[po:po + n]
                                 if alias == 1:
-                                    bv = b[pb:pb + n]
-                                    for j in range(n):
-                                        ov[j] = _qbinop(ov[j], bv[j], op, p)
+                                    _qbinop_run(ov, ov, b[pb:pb + n], n, op, p)
                                 elif alias == 2:
-                                    av = a[pa:pa + n]
-                                    for j in range(n):
-                                        ov[j] = _qbinop(av[j], ov[j], op, p)
+                                    _qbinop_run(ov, a[pa:pa + n], ov, n, op, p)
                                 else:
-                                    av = a[pa:pa + n]
-                                    bv = b[pb:pb + n]
-                                    for j in range(n):
-                                        ov[j] = _qbinop(av[j], bv[j], op, p)
+                                    _qbinop_run(ov, a[pa:pa + n], b[pb:pb + n], n, op, p)
                             elif o5 == 1 and a5 == 1 and b5 == 0:
                                 ov = o[po:po + n]
                                 y = b[pb]

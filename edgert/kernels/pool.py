@@ -21,7 +21,6 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from edgert.kernels.conv import (
-    _stack_f32,
     clamp,
     conv_geometry,
     f32_scratch,
@@ -33,11 +32,20 @@ from edgert.kernels.conv import (
     version_ok,
 )
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
+from edgert.kernels.simd import F32_IR, array_bytes, byte_ptr, splat, stack_buf, vclamp
 
 MAX_VERSION = {"AVERAGE_POOL_2D": 3, "MAX_POOL_2D": 3, "L2_POOL_2D": 1}
 
 AVG, MAX, L2 = 0, 1, 2
 _KIND = {"AVERAGE_POOL_2D": AVG, "MAX_POOL_2D": MAX, "L2_POOL_2D": L2}
+
+
+@njit(inline="always")
+def _clipped(o, stride, pad, k, size):
+    # (first input index i0, filter taps [f0, f1)) of output index o: the window clipped to the
+    # image, so padding is never read and never counted
+    i0 = o * stride - pad
+    return i0, max(0, -i0), min(k, size - i0)
 
 
 @njit(nogil=True, cache=True)
@@ -47,11 +55,9 @@ def _pool(inp, out, acc, kind, kh, kw, sh, sw, pt, pl, lo, hi):
     lowest = np.float32(-3.4028234663852886e38)
     for n in range(n_b):
         for oy in range(oh):
-            iy0 = oy * sh - pt
-            fy0, fy1 = max(0, -iy0), min(kh, h - iy0)
+            iy0, fy0, fy1 = _clipped(oy, sh, pt, kh, h)
             for ox in range(ow):
-                ix0 = ox * sw - pl
-                fx0, fx1 = max(0, -ix0), min(kw, wd - ix0)
+                ix0, fx0, fx1 = _clipped(ox, sw, pl, kw, wd)
                 start = lowest if kind == MAX else np.float32(0.0)
                 for ci in range(c):
                     acc[ci] = start
@@ -86,13 +92,6 @@ def _pool(inp, out, acc, kind, kh, kw, sh, sw, pt, pl, lo, hi):
 # register) per 16 or 8 channels. Same operations and order as _pool: max by `v > acc` select,
 # average as the in-order sum divided by the tap count.
 
-_F32_IR = ir.FloatType()
-
-
-def _splat(builder, value, vt):
-    e = builder.insert_element(ir.Constant(vt, None), value, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(e, ir.Constant(vt, None), ir.Constant(ir.VectorType(ir.IntType(32), vt.count), None))
-
 
 def _acc_ptr(builder, acc, vt):
     return builder.bitcast(acc, vt.as_pointer())
@@ -106,9 +105,9 @@ def _vp_init(typingctx, acc, kind, width):
     k, wdt = kind.literal_value, width.literal_value
 
     def codegen(context, builder, sig, args):
-        vt = ir.VectorType(_F32_IR, wdt)
+        vt = ir.VectorType(F32_IR, wdt)
         start = float(np.float32(-3.4028234663852886e38)) if k == MAX else 0.0
-        builder.store(ir.Constant(vt, [ir.Constant(_F32_IR, start)] * wdt), _acc_ptr(builder, args[0], vt), align=4)
+        builder.store(ir.Constant(vt, [ir.Constant(F32_IR, start)] * wdt), _acc_ptr(builder, args[0], vt), align=4)
         return context.get_dummy_value()
 
     return types.none(acc, kind, width), codegen
@@ -122,9 +121,9 @@ def _vp_tap(typingctx, acc, x, xbyte, kind, width):
     k, wdt = kind.literal_value, width.literal_value
 
     def codegen(context, builder, sig, args):
-        vt = ir.VectorType(_F32_IR, wdt)
-        base = builder.bitcast(context.make_array(sig.args[1])(context, builder, args[1]).data, ir.IntType(8).as_pointer())
-        v = builder.load(builder.bitcast(builder.gep(base, [args[2]]), vt.as_pointer()), align=4)
+        vt = ir.VectorType(F32_IR, wdt)
+        base = array_bytes(context, builder, sig.args[1], args[1])
+        v = builder.load(byte_ptr(builder, base, args[2], vt), align=4)
         ap = _acc_ptr(builder, args[0], vt)
         a = builder.load(ap, align=4)
         r = builder.select(builder.fcmp_ordered(">", v, a), v, a) if k == MAX else builder.fadd(a, v)
@@ -142,15 +141,13 @@ def _vp_out(typingctx, acc, out, obyte, count, lo, hi, kind, width):
     k, wdt = kind.literal_value, width.literal_value
 
     def codegen(context, builder, sig, args):
-        vt = ir.VectorType(_F32_IR, wdt)
+        vt = ir.VectorType(F32_IR, wdt)
         v = builder.load(_acc_ptr(builder, args[0], vt), align=4)
         if k == AVG:
-            v = builder.fdiv(v, _splat(builder, args[3], vt))
-        lov, hiv = _splat(builder, args[4], vt), _splat(builder, args[5], vt)
-        v = builder.select(builder.fcmp_ordered("<", v, lov), lov, v)
-        v = builder.select(builder.fcmp_ordered(">", v, hiv), hiv, v)
-        base = builder.bitcast(context.make_array(sig.args[1])(context, builder, args[1]).data, ir.IntType(8).as_pointer())
-        builder.store(v, builder.bitcast(builder.gep(base, [args[2]]), vt.as_pointer()), align=4)
+            v = builder.fdiv(v, splat(builder, args[3], vt))
+        v = vclamp(builder, v, splat(builder, args[4], vt), splat(builder, args[5], vt))
+        base = array_bytes(context, builder, sig.args[1], args[1])
+        builder.store(v, byte_ptr(builder, base, args[2], vt), align=4)
         return context.get_dummy_value()
 
     f = types.float32
@@ -158,33 +155,28 @@ def _vp_out(typingctx, acc, out, obyte, count, lo, hi, kind, width):
 
 
 @njit(inline="always")
+def _pool_window(acc_p, inp, out, rowb, s_h, s_w, fy0, fy1, fx0, fx1, ob, count, lo, hi, kind, width):
+    # kind and width literal at every call site (the intrinsics specialize on them)
+    _vp_init(acc_p, kind, width)
+    for fy in range(fy0, fy1):
+        for fx in range(fx0, fx1):
+            _vp_tap(acc_p, inp, rowb + fy * s_h + fx * s_w, kind, width)
+    _vp_out(acc_p, out, ob, count, lo, hi, kind, width)
+
+
+@njit(inline="always")
 def _pool_lanes(acc_p, inp, out, rowb, s_h, s_w, fy0, fy1, fx0, fx1, ob, count, lo, hi, kind, width):
-    # one output pixel, one block of `width` channels starting at byte offset rowb of the window's corner
+    # one output pixel, one block of `width` channels starting at byte offset rowb of the window's
+    # corner: _pool_window with the literal (kind, width) picked from the runtime values
     if kind == MAX:
         if width == 16:
-            _vp_init(acc_p, 1, 16)
-            for fy in range(fy0, fy1):
-                for fx in range(fx0, fx1):
-                    _vp_tap(acc_p, inp, rowb + fy * s_h + fx * s_w, 1, 16)
-            _vp_out(acc_p, out, ob, count, lo, hi, 1, 16)
+            _pool_window(acc_p, inp, out, rowb, s_h, s_w, fy0, fy1, fx0, fx1, ob, count, lo, hi, 1, 16)
         else:
-            _vp_init(acc_p, 1, 8)
-            for fy in range(fy0, fy1):
-                for fx in range(fx0, fx1):
-                    _vp_tap(acc_p, inp, rowb + fy * s_h + fx * s_w, 1, 8)
-            _vp_out(acc_p, out, ob, count, lo, hi, 1, 8)
+            _pool_window(acc_p, inp, out, rowb, s_h, s_w, fy0, fy1, fx0, fx1, ob, count, lo, hi, 1, 8)
     elif width == 16:
-        _vp_init(acc_p, 0, 16)
-        for fy in range(fy0, fy1):
-            for fx in range(fx0, fx1):
-                _vp_tap(acc_p, inp, rowb + fy * s_h + fx * s_w, 0, 16)
-        _vp_out(acc_p, out, ob, count, lo, hi, 0, 16)
+        _pool_window(acc_p, inp, out, rowb, s_h, s_w, fy0, fy1, fx0, fx1, ob, count, lo, hi, 0, 16)
     else:
-        _vp_init(acc_p, 0, 8)
-        for fy in range(fy0, fy1):
-            for fx in range(fx0, fx1):
-                _vp_tap(acc_p, inp, rowb + fy * s_h + fx * s_w, 0, 8)
-        _vp_out(acc_p, out, ob, count, lo, hi, 0, 8)
+        _pool_window(acc_p, inp, out, rowb, s_h, s_w, fy0, fy1, fx0, fx1, ob, count, lo, hi, 0, 8)
 
 
 @njit(nogil=True, cache=True)
@@ -195,15 +187,13 @@ def _pool_simd(inp, out, acc, kind, kh, kw, sh, sw, pt, pl, lo, hi):
     oh, ow = out.shape[1], out.shape[2]
     s_n, s_h, s_w = inp.strides[0], inp.strides[1], inp.strides[2]
     o_n, o_h, o_w = out.strides[0], out.strides[1], out.strides[2]
-    acc_p = _stack_f32(16)
+    acc_p = stack_buf(16, np.float32)
     lowest = np.float32(-3.4028234663852886e38)
     for n in range(n_b):
         for oy in range(oh):
-            iy0 = oy * sh - pt
-            fy0, fy1 = max(0, -iy0), min(kh, h - iy0)
+            iy0, fy0, fy1 = _clipped(oy, sh, pt, kh, h)
             for ox in range(ow):
-                ix0 = ox * sw - pl
-                fx0, fx1 = max(0, -ix0), min(kw, wd - ix0)
+                ix0, fx0, fx1 = _clipped(ox, sw, pl, kw, wd)
                 count = np.float32((fy1 - fy0) * (fx1 - fx0))
                 corner = n * s_n + iy0 * s_h + ix0 * s_w
                 ob = n * o_n + oy * o_h + ox * o_w
@@ -289,11 +279,9 @@ def _qpool(inp, out, acc, kind, kh, kw, sh, sw, pt, pl, lo, hi):
     oh, ow = out.shape[1], out.shape[2]
     for n in range(n_b):
         for oy in range(oh):
-            iy0 = oy * sh - pt
-            fy0, fy1 = max(0, -iy0), min(kh, h - iy0)
+            iy0, fy0, fy1 = _clipped(oy, sh, pt, kh, h)
             for ox in range(ow):
-                ix0 = ox * sw - pl
-                fx0, fx1 = max(0, -ix0), min(kw, wd - ix0)
+                ix0, fx0, fx1 = _clipped(ox, sw, pl, kw, wd)
                 start = np.int32(-2147483648) if kind == MAX else np.int32(0)
                 for ci in range(c):
                     acc[ci] = start

@@ -227,75 +227,32 @@ def gemm_block(tile, b0, w2, w_col0, w_off, chunks, acc, accumulate):
 # (the filter block, widened to float32, lives on the stack). Exact by the module docstring's
 # argument when a_max * sum_k |w[o, k] + w_off| <= 2^24 for every o (`simd_exact`), which holds
 # for every K <= 258 and, in practice, well beyond. numba's LLVM runs the loop vectorizer but not
-# the SLP vectorizer, so the micro-kernel is written as vector IR (the float conv's technique in
-# conv.py): an accumulator block at constant stack offsets that SROA promotes to registers.
+# the SLP vectorizer, so the micro-kernel is written as vector IR (simd.py says why): an
+# accumulator block at constant stack offsets that SROA promotes to registers.
 
 from llvmlite import ir  # noqa: E402
 from numba import types  # noqa: E402
-from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-VW = 16  # output channels per vector (one AVX-512 register, two AVX2 / four NEON ones)
+from edgert.kernels.simd import (  # noqa: E402
+    F32_IR,
+    I32_IR,
+    VW,
+    array_bytes,
+    block_ptr,
+    broadcast_mac,
+    strided,
+    tap_column,
+)
+
 MR_SIMD = 8  # output pixels per register block
 SIMD_MAX_K = 512  # the float32 filter block [K, VW] on the stack: 32 KiB
-_F32_IR = ir.FloatType()
 
 
 def simd_exact(w2: np.ndarray, w_off: int, a_max: int) -> bool:
     """Whether every output channel's float32 sum over all of K is exact: a_max * sum|w + w_off| <= 2^24."""
     absw = np.abs(np.asarray(w2, np.int64) + w_off)
     return a_max * int(absw.sum(axis=1).max(initial=0)) <= EXACT_LIMIT
-
-
-@intrinsic
-def _qstack_f32(typingctx, n):
-    """A pointer to n float32 on the stack of the calling function (entry-block alloca, 64-aligned)."""
-    if not isinstance(n, types.IntegerLiteral):
-        return None
-    size = n.literal_value
-
-    def codegen(context, builder, sig, args):
-        arr = cgutils.alloca_once(builder, ir.ArrayType(_F32_IR, size))
-        arr.align = 64
-        return builder.bitcast(arr, _F32_IR.as_pointer())
-
-    return types.CPointer(types.float32)(n), codegen
-
-
-@intrinsic
-def _qvzero(typingctx, acc, n):
-    """acc[0:n] = 0 for a literal n, a multiple of VW."""
-    if not isinstance(n, types.IntegerLiteral):
-        return None
-    count = n.literal_value
-
-    def codegen(context, builder, sig, args):
-        vt = ir.VectorType(_F32_IR, VW)
-        for b in range(count // VW):
-            p = builder.bitcast(builder.gep(args[0], [ir.Constant(ir.IntType(64), b * VW)]), vt.as_pointer())
-            builder.store(ir.Constant(vt, None), p, align=4)
-        return context.get_dummy_value()
-
-    return types.none(acc, n), codegen
-
-
-@intrinsic
-def _qvcopy(typingctx, src, dst, n):
-    """dst[0:n] = src[0:n] in vector moves at constant offsets (keeps `src` promotable to registers)."""
-    if not isinstance(n, types.IntegerLiteral):
-        return None
-    count = n.literal_value
-
-    def codegen(context, builder, sig, args):
-        vt = ir.VectorType(_F32_IR, VW)
-        for b in range(count // VW):
-            off = [ir.Constant(ir.IntType(64), b * VW)]
-            s = builder.bitcast(builder.gep(args[0], off), vt.as_pointer())
-            d = builder.bitcast(builder.gep(args[1], off), vt.as_pointer())
-            builder.store(builder.load(s, align=4), d, align=4)
-        return context.get_dummy_value()
-
-    return types.none(src, dst, n), codegen
 
 
 @intrinsic
@@ -311,29 +268,18 @@ def _qvmac(typingctx, acc, inp, xbyte, ix0, xstep, wd, colbytes, wt, wi, in_off,
 
     def codegen(context, builder, sig, args):
         acc_p, a_inp, xb, ix0_v, step_v, wd_v, col_v, wt_p, wi_v, off_v = args[:10]
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        vt = ir.VectorType(_F32_IR, VW)
-        x_arr = context.make_array(sig.args[1])(context, builder, a_inp)
-        wv = builder.load(builder.bitcast(builder.gep(wt_p, [wi_v]), vt.as_pointer()), align=4)
-        base = builder.bitcast(x_arr.data, ir.IntType(8).as_pointer())
-        off32 = builder.trunc(off_v, i32)
-        zero_mask = ir.Constant(ir.VectorType(i32, VW), None)
+        vt = ir.VectorType(F32_IR, VW)
+        wv = builder.load(block_ptr(builder, wt_p, wi_v, vt), align=4)
+        base = array_bytes(context, builder, sig.args[1], a_inp)
+        off32 = builder.trunc(off_v, I32_IR)
         for p in range(rows):
-            ix = builder.add(ix0_v, builder.mul(step_v, ir.Constant(i64, p)))
-            if check:
-                valid = builder.and_(builder.icmp_signed(">=", ix, ir.Constant(i64, 0)),
-                                     builder.icmp_signed("<", ix, wd_v))
-                ix = builder.select(valid, ix, ir.Constant(i64, 0))
+            ix, valid = tap_column(builder, ix0_v, step_v, p, wd_v, check)
             code = builder.load(builder.gep(base, [builder.add(xb, builder.mul(ix, col_v))]))
-            wide = builder.sext(code, i32) if signed else builder.zext(code, i32)
-            x = builder.sitofp(builder.add(wide, off32), _F32_IR)
+            wide = builder.sext(code, I32_IR) if signed else builder.zext(code, I32_IR)
+            x = builder.sitofp(builder.add(wide, off32), F32_IR)
             if check:
-                x = builder.select(valid, x, ir.Constant(_F32_IR, 0.0))
-            xv = builder.insert_element(ir.Constant(vt, None), x, ir.Constant(i32, 0))
-            xv = builder.shuffle_vector(xv, ir.Constant(vt, None), zero_mask)
-            ap = builder.bitcast(builder.gep(acc_p, [ir.Constant(i64, p * VW)]), vt.as_pointer())
-            prod = builder.fmul(xv, wv, flags=("contract",))
-            builder.store(builder.fadd(builder.load(ap, align=4), prod, flags=("contract",)), ap, align=4)
+                x = builder.select(valid, x, ir.Constant(F32_IR, 0.0))
+            broadcast_mac(builder, acc_p, p, x, wv, contract=True)
         return context.get_dummy_value()
 
     sig = types.none(acc, inp, types.int64, types.int64, types.int64, types.int64, types.int64, wt, types.int64,
@@ -371,21 +317,6 @@ def _qsimd_taps(acc_p, inp, wt_p, n, iy0, ky0, ky1, kw, c, px, sw, dh, dw, pl, i
                     _qvmac(acc_p, inp, rowb + ci * s_c, ix0, sw, wd, s_w, wt_p, wi + ci * VW, in_off, 1, 0)
 
 
-@intrinsic
-def _qstack_i32(typingctx, n):
-    """A pointer to n int32 on the stack of the calling function (entry-block alloca, 64-aligned)."""
-    if not isinstance(n, types.IntegerLiteral):
-        return None
-    size = n.literal_value
-
-    def codegen(context, builder, sig, args):
-        arr = cgutils.alloca_once(builder, ir.ArrayType(ir.IntType(32), size))
-        arr.align = 64
-        return builder.bitcast(arr, ir.IntType(32).as_pointer())
-
-    return types.CPointer(types.int32)(n), codegen
-
-
 # Floats of the converted input rows of _qconv_simd's row-buffer form (on the stack, 64 KiB):
 # the kh input rows one output row reads, as float32(x + in_off), zero-padded left and right.
 XBUF = 16384
@@ -401,17 +332,10 @@ def _qvmacf(typingctx, acc, xbuf, xi, xstep, wt, wi, mr):
 
     def codegen(context, builder, sig, args):
         acc_p, xb_p, xi_v, step_v, wt_p, wi_v = args[:6]
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        vt = ir.VectorType(_F32_IR, VW)
-        wv = builder.load(builder.bitcast(builder.gep(wt_p, [wi_v]), vt.as_pointer()), align=4)
-        zero_mask = ir.Constant(ir.VectorType(i32, VW), None)
+        wv = builder.load(block_ptr(builder, wt_p, wi_v, ir.VectorType(F32_IR, VW)), align=4)
         for p in range(rows):
-            x = builder.load(builder.gep(xb_p, [builder.add(xi_v, builder.mul(step_v, ir.Constant(i64, p)))]))
-            xv = builder.insert_element(ir.Constant(vt, None), x, ir.Constant(i32, 0))
-            xv = builder.shuffle_vector(xv, ir.Constant(vt, None), zero_mask)
-            ap = builder.bitcast(builder.gep(acc_p, [ir.Constant(i64, p * VW)]), vt.as_pointer())
-            prod = builder.fmul(xv, wv, flags=("contract",))
-            builder.store(builder.fadd(builder.load(ap, align=4), prod, flags=("contract",)), ap, align=4)
+            xi = strided(builder, xi_v, step_v, p)
+            broadcast_mac(builder, acc_p, p, builder.load(builder.gep(xb_p, [xi])), wv, contract=True)
         return context.get_dummy_value()
 
     sig = types.none(acc, xbuf, types.int64, types.int64, wt, types.int64, mr)

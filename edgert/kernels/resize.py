@@ -16,6 +16,7 @@ from numba.extending import intrinsic
 
 from edgert.kernels.quant import round_half_away
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
+from edgert.kernels.simd import F32_IR, array_bytes, byte_ptr, splat
 
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -67,25 +68,19 @@ def _vlerp4(typingctx, x, out, ob, o00, o10, o01, o11, a, bb, dy, dx, width):
 
     def codegen(context, builder, sig, args):
         a_x, a_out, ob_v, q00, q10, q01, q11, av, bv, dyv, dxv, _ = args
-        f32 = ir.FloatType()
-        vt = ir.VectorType(f32, wdt)
-        i8p = ir.IntType(8).as_pointer()
-        xb = builder.bitcast(context.make_array(sig.args[0])(context, builder, a_x).data, i8p)
-        obase = builder.bitcast(context.make_array(sig.args[1])(context, builder, a_out).data, i8p)
+        vt = ir.VectorType(F32_IR, wdt)
+        xb = array_bytes(context, builder, sig.args[0], a_x)
+        obase = array_bytes(context, builder, sig.args[1], a_out)
 
         def lanes(off):
-            return builder.load(builder.bitcast(builder.gep(xb, [off]), vt.as_pointer()), align=4)
+            return builder.load(byte_ptr(builder, xb, off, vt), align=4)
 
-        def splat(v):
-            e = builder.insert_element(ir.Constant(vt, None), v, ir.Constant(ir.IntType(32), 0))
-            return builder.shuffle_vector(e, ir.Constant(vt, None), ir.Constant(ir.VectorType(ir.IntType(32), wdt), None))
-
-        a_s, b_s, dy_s, dx_s = splat(av), splat(bv), splat(dyv), splat(dxv)
+        a_s, b_s, dy_s, dx_s = (splat(builder, s, vt) for s in (av, bv, dyv, dxv))
         v = builder.fmul(builder.fmul(lanes(q00), a_s), b_s)
         v = builder.fadd(v, builder.fmul(builder.fmul(lanes(q10), dy_s), b_s))
         v = builder.fadd(v, builder.fmul(builder.fmul(lanes(q01), a_s), dx_s))
         v = builder.fadd(v, builder.fmul(builder.fmul(lanes(q11), dy_s), dx_s))
-        builder.store(v, builder.bitcast(builder.gep(obase, [ob_v]), vt.as_pointer()), align=4)
+        builder.store(v, byte_ptr(builder, obase, ob_v, vt), align=4)
         return context.get_dummy_value()
 
     i64, f = types.int64, types.float32
