@@ -11,7 +11,8 @@
 #
 # Environment: EDGERT_ARM64_ROOT (root filesystem dir), EDGERT_ARM64_MIRROR (Debian mirror; default:
 # the one the host's apt sources name), EDGERT_HOST_PYTHON (an x86-64 python with edgert installed;
-# default: the clone's .venv, else python3).
+# default: the clone's .venv, else python3), EDGERT_WAIT_HOST_PYTHON (seconds to wait for that python
+# to have edgert installed, for a run started while the clone's .venv is being built; default 0).
 # Exit status: 0 passed, 1 a check failed, 3 this machine cannot run the check (not root, no apt-get,
 # host tools would not install, no binfmt_misc).
 set -euo pipefail
@@ -216,13 +217,24 @@ venv_install() {
     echo
 }
 
+host_python_ready() {
+    [ -x "$1" ] || command -v "$1" >/dev/null || return 1
+    (cd / && "$1" -c 'import numpy, numba, zmq, ai_edge_litert, edgert') 2>/dev/null
+}
+
 x86_reference() {
-    local py=${EDGERT_HOST_PYTHON:-}
+    local py=${EDGERT_HOST_PYTHON:-} waited=0 wait_max=${EDGERT_WAIT_HOST_PYTHON:-0}
     if [ -z "$py" ]; then
-        if [ -x "$REPO/.venv/bin/python" ]; then py=$REPO/.venv/bin/python; else py=python3; fi
+        if [ -x "$REPO/.venv/bin/python" ] || [ "$wait_max" -gt 0 ]; then py=$REPO/.venv/bin/python; else py=python3; fi
     fi
-    (cd / && "$py" -c 'import numpy, numba, zmq, ai_edge_litert') 2>/dev/null \
-        || { log "$py lacks edgert's dependencies: set EDGERT_HOST_PYTHON to a python that has them"; return 1; }
+    # .ci/run starts this check while its own test command is still installing the clone's .venv.
+    until host_python_ready "$py"; do
+        [ "$waited" -lt "$wait_max" ] \
+            || { log "$py lacks edgert's dependencies: set EDGERT_HOST_PYTHON to a python that has them"; return 1; }
+        [ "$waited" -eq 0 ] && log "waiting up to ${wait_max} s for $py to have edgert installed"
+        sleep 5
+        waited=$((waited + 5))
+    done
     log "x86-64 outputs with $py"
     (cd "$REPO" && "$py" tools/arm64/crosscheck.py x86-reference "$ROOT$X86")
 }
