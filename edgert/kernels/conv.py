@@ -33,12 +33,14 @@ from edgert.kernels.activations import activation_code, activation_range, activa
 from edgert.kernels.fixedpoint import (
     activation_range_quantized,
     quantize_multiplier_array,
+    requantize,
     wrap32,
 )
 from edgert.kernels.qgemm import KV as QGEMM_KV
 from edgert.kernels.qgemm import MR as QGEMM_MR
 from edgert.kernels.qgemm import SIMD_MAX_K as QSIMD_MAX_K
 from edgert.kernels.qgemm import XBUF as QXBUF
+from edgert.kernels.qdot import dot_bias, dot_delta, dot_fits, dot_segments, has_vnni, qconv_dot
 from edgert.kernels.qgemm import _qsimd_taps, _qsimd_taps_rows, gemm_block, k_chunks, operand_max, simd_exact
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
 from edgert.kernels.simd import (
@@ -934,41 +936,6 @@ QIM2COL_TILE_BYTES = 64 * 1024
 QGEMM_MIN_K = 512
 
 
-@njit(inline="always", cache=True)
-def requantize(acc, mult, shift, out_zp, lo, hi, single):
-    """int32 accumulator -> output code: MultiplyByQuantizedMultiplier, + zero point, activation clamp.
-
-    Branch-free (selects only), so a loop over output channels vectorizes; bit-identical to
-    fixedpoint.multiply_by_quantized_multiplier (double rounding) or its single-rounding variant.
-    single: LiteRT 2.3's BUILTIN_REF rounds FULLY_CONNECTED (int8 per-tensor and per-channel,
-    uint8) once and CONV_2D, DEPTHWISE_CONV_2D and TRANSPOSE_CONV twice: measured against the
-    oracle on accumulators where the two differ (tests/test_kernels_conv_quant.py keeps that
-    measurement).
-    """
-    x = np.int64(acc)
-    m = np.int64(mult)
-    sh = np.int64(shift)
-    if single:
-        total = np.int64(31) - sh
-        v = (x * m + (np.int64(1) << (total - 1))) >> total
-    else:
-        left = sh if sh > 0 else np.int64(0)
-        right = np.int32(-sh if sh < 0 else 0) & np.int32(31)
-        x = np.int64(np.int32(x << left))  # C++ int32 wrap of x * 2^left
-        # SaturatingRoundingDoublingHighMul: the C++ nudges by 2^30 (1 - 2^30 for a negative
-        # product ab) and divides by 2^31 toward zero; for ab < 0 that is
-        # ceil((ab + 1 - 2^30) / 2^31) = floor((ab + 2^30) / 2^31), the ab >= 0 expression, so one
-        # add and shift. It never saturates (needs x = m = INT32_MIN; multipliers are >= 0) and
-        # |q| < 2^31, so the RoundingDivideByPOT after it runs in int32 lanes (casts let LLVM narrow).
-        q = np.int32((x * m + np.int64(1 << 30)) >> 31)
-        mask = np.int32(np.int32(np.int32(1) << right) - np.int32(1))
-        threshold = np.int32((mask >> np.int32(1)) + (np.int32(1) if q < 0 else np.int32(0)))
-        v = np.int32(np.int32(q >> right) + (np.int32(1) if np.int32(q & mask) > threshold else np.int32(0)))
-    v = np.int64(np.int32(v)) + out_zp
-    v = lo if v < lo else v
-    return hi if v > hi else v
-
-
 def quant_params_problem(ctx: OpContext, positions: tuple[int, ...]) -> str | None:
     """None when every given tensor (absent ones skipped) and output 0 carry quantization parameters."""
     for i in positions:
@@ -1365,11 +1332,43 @@ def _qsimd_ok(ctx: OpContext, pixels: int) -> bool:
     return simd_exact(np.reshape(w.data, (n_o, kh * kw * c)), w_off, a_max)
 
 
+# The integer dot-product path (qdot.py) from this many output pixels on: it re-lays its filter
+# blocks out on every call (K*O bytes), which one or two pixels do not pay back.
+QDOT_MIN_PIXELS = 4
+
+
+def _qdot_flat(ctx: OpContext) -> bool:
+    """Whether qconv_dot runs this 1x1 stride-1 conv over each image as one long row (its pixel
+    blocks then span rows: narrow images such as 25x5 otherwise leave most of each block empty)."""
+    n_o, kh, kw, c = ctx.inputs[1].shape
+    p = _conv_params(ctx)
+    if (kh, kw, p["sh"], p["sw"], p["pt"], p["pl"]) != (1, 1, 1, 1, 0, 0):
+        return False
+    _, h, w, _ = ctx.inputs[0].shape
+    return dot_fits(n_o, 1, 1, c, h * w, h * w, 1, 1, 0)
+
+
+def _qdot_ok(ctx: OpContext, pixels: int) -> bool:
+    """Whether qdot.qconv_dot takes this CONV_2D: a VNNI CPU, int8 input and symmetric int8 filters
+    (w_off 0; uint8 convs have uint8 filters), enough output pixels, and filter and row ring
+    within its stack buffers."""
+    w = ctx.inputs[1]
+    if not has_vnni() or w.dtype != np.int8 or ctx.inputs[0].dtype != np.int8 or pixels < QDOT_MIN_PIXELS:
+        return False
+    if _filter_offset(ctx, 1, allow_int8_zp=False) != 0:
+        return False
+    n_o, kh, kw, c = w.shape
+    p = _conv_params(ctx)
+    return _qdot_flat(ctx) or dot_fits(n_o, kh, kw, c, ctx.inputs[0].shape[2], p["ow"], p["sw"], p["dw"], p["pl"])
+
+
 def _qconv_path(ctx: OpContext) -> str:
     n_o, kh, kw, c = ctx.inputs[1].shape
     # outer repacks its weights and starts a parallel loop on every call: a loss for one output
     # pixel (streaming wake-word models: 2.7 µs against 0.3 µs for a row dot product).
     pixels = ctx.outputs[0].size // max(1, ctx.outputs[0].shape[-1])
+    if _qdot_ok(ctx, pixels):
+        return "dot"
     if _qsimd_ok(ctx, pixels):
         return "simd"
     if kh * kw * c < OUTER_MAX_K and n_o >= OUTER_MIN_O and pixels > 1:
@@ -1414,7 +1413,7 @@ def _outer_acc_offset(k: int, n_o: int) -> int:
 def _qconv_scratch(ctx: OpContext) -> int:
     n_o, kh, kw, c = ctx.inputs[1].shape
     path = _qconv_path(ctx)
-    if path == "simd":
+    if path in ("simd", "dot"):
         return 0
     if path == "outer":
         # int16 repacked weights, then an int32 accumulator row per numba thread (prange)
@@ -1437,6 +1436,20 @@ def _qconv_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | Non
     mult, shift = _requant_arrays(ctx, 0, 1, n_o)
     out_zp, lo, hi = quantized_out_range(ctx)
     path = _qconv_path(ctx)
+    if path == "dot":
+        w2 = np.reshape(w, (n_o, kh * kw * c), copy=False)
+        delta = dot_delta(inp.dtype)
+        x, y = inp, out
+        if _qdot_flat(ctx) and inp.flags.c_contiguous:
+            try:
+                y = np.reshape(out, (out.shape[0], 1, -1, n_o), copy=False)
+                x = np.reshape(inp, (inp.shape[0], 1, -1, c), copy=False)
+            except ValueError:  # an output view whose rows cannot be merged: run row by row
+                x, y = inp, out
+        flat = x.reshape(-1) if x.flags.c_contiguous else x[:0, 0, 0, 0]
+        w32 = w2.view(np.int32) if dot_segments(kh, kw, c, p["dw"])[1] % 4 == 0 else np.zeros((0, 0), np.int32)
+        return qconv_dot, (x, flat, w2, w32, dot_bias(w2, bias, in_off, delta), y, mult, shift, out_zp, lo, hi,
+                           kh, kw, p["sh"], p["sw"], p["dh"], p["dw"], p["pt"], p["pl"], in_off, delta)
     if path == "simd":
         w2 = np.reshape(w, (n_o, kh * kw * c), copy=False)
         return _qconv_simd, (inp, w2, _int32_or_zeros(bias, n_o), out, mult, shift, in_off, w_off, out_zp, lo, hi,

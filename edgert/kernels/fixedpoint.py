@@ -579,3 +579,38 @@ def rounding_divide_by_pot16(x, exponent):
     remainder = x & mask
     threshold = wrap16((mask >> 1) + (1 if x < 0 else 0))
     return wrap16((x >> exponent) + (1 if remainder > threshold else 0))
+
+
+@njit(inline="always", cache=True)
+def requantize(acc, mult, shift, out_zp, lo, hi, single):
+    """int32 accumulator -> output code: MultiplyByQuantizedMultiplier, + zero point, activation clamp.
+
+    Branch-free (selects only), so a loop over output channels vectorizes; bit-identical to
+    fixedpoint.multiply_by_quantized_multiplier (double rounding) or its single-rounding variant.
+    single: LiteRT 2.3's BUILTIN_REF rounds FULLY_CONNECTED (int8 per-tensor and per-channel,
+    uint8) once and CONV_2D, DEPTHWISE_CONV_2D and TRANSPOSE_CONV twice: measured against the
+    oracle on accumulators where the two differ (tests/test_kernels_conv_quant.py keeps that
+    measurement).
+    """
+    x = np.int64(acc)
+    m = np.int64(mult)
+    sh = np.int64(shift)
+    if single:
+        total = np.int64(31) - sh
+        v = (x * m + (np.int64(1) << (total - 1))) >> total
+    else:
+        left = sh if sh > 0 else np.int64(0)
+        right = np.int32(-sh if sh < 0 else 0) & np.int32(31)
+        x = np.int64(np.int32(x << left))  # C++ int32 wrap of x * 2^left
+        # SaturatingRoundingDoublingHighMul: the C++ nudges by 2^30 (1 - 2^30 for a negative
+        # product ab) and divides by 2^31 toward zero; for ab < 0 that is
+        # ceil((ab + 1 - 2^30) / 2^31) = floor((ab + 2^30) / 2^31), the ab >= 0 expression, so one
+        # add and shift. It never saturates (needs x = m = INT32_MIN; multipliers are >= 0) and
+        # |q| < 2^31, so the RoundingDivideByPOT after it runs in int32 lanes (casts let LLVM narrow).
+        q = np.int32((x * m + np.int64(1 << 30)) >> 31)
+        mask = np.int32(np.int32(np.int32(1) << right) - np.int32(1))
+        threshold = np.int32((mask >> np.int32(1)) + (np.int32(1) if q < 0 else np.int32(0)))
+        v = np.int32(np.int32(q >> right) + (np.int32(1) if np.int32(q & mask) > threshold else np.int32(0)))
+    v = np.int64(np.int32(v)) + out_zp
+    v = lo if v < lo else v
+    return hi if v > hi else v

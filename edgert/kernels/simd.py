@@ -177,3 +177,38 @@ def vcopy(typingctx, src, dst, n):
     constant offsets, so the accumulator block `src` stays promotable to registers)."""
     codegen = _per_block(n, _move)
     return None if codegen is None else (types.none(src, dst, n), codegen)
+
+
+def _vconst(vt, value):
+    return ir.Constant(vt, [value] * vt.count)
+
+
+def _as_i32(builder, v):
+    return builder.trunc(v, I32_IR) if v.type.width > 32 else v
+
+
+def vrequantize(builder, acc, mult, shift, zp, lo, hi):
+    """The <n x i32> accumulators requantized lane by lane, bit for bit as conv.requantize(...,
+    single=False): MultiplyByQuantizedMultiplier with double rounding, + zp, clamped to [lo, hi].
+
+    mult, shift: <n x i32> per lane (every shift <= 31); zp, lo, hi: integer scalars. The clamp runs
+    before adding zp (to [lo - zp, hi - zp], equal in integers) so the add cannot wrap in i32.
+    """
+    vt = acc.type
+    v64 = ir.VectorType(I64_IR, vt.count)
+    zero, one = _vconst(vt, 0), _vconst(vt, 1)
+    left = builder.select(builder.icmp_signed(">", shift, zero), shift, zero)
+    right = builder.and_(builder.select(builder.icmp_signed("<", shift, zero), builder.sub(zero, shift), zero),
+                         _vconst(vt, 31))
+    x = builder.shl(acc, left)
+    prod = builder.add(builder.mul(builder.sext(x, v64), builder.sext(mult, v64)), _vconst(v64, 1 << 30))
+    q = builder.trunc(builder.ashr(prod, _vconst(v64, 31)), vt)
+    mask = builder.sub(builder.shl(one, right), one)
+    threshold = builder.add(builder.ashr(mask, one), builder.zext(builder.icmp_signed("<", q, zero), vt))
+    up = builder.zext(builder.icmp_signed(">", builder.and_(q, mask), threshold), vt)
+    v = builder.add(builder.ashr(q, right), up)
+    zp32, lo32, hi32 = _as_i32(builder, zp), _as_i32(builder, lo), _as_i32(builder, hi)
+    lov, hiv = splat(builder, builder.sub(lo32, zp32), vt), splat(builder, builder.sub(hi32, zp32), vt)
+    v = builder.select(builder.icmp_signed("<", v, lov), lov, v)
+    v = builder.select(builder.icmp_signed(">", v, hiv), hiv, v)
+    return builder.add(v, splat(builder, zp32, vt))

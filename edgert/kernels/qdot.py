@@ -1,0 +1,401 @@
+"""int8 CONV_2D through 4-byte integer dot products (x86 AVX512-VNNI `vpdpbusd`), exact in int32.
+
+Why: the float32-exact kernels of qgemm.py do one multiply-add per lane and instruction; one
+`vpdpbusd` does four (unsigned byte x signed byte, summed into an int32 lane), so a block of
+16 output channels takes 64 multiply-adds per instruction, the way LiteRT's XNNPACK computes int8.
+
+Arithmetic (exact, no bound needed): the reference accumulator of output channel o is
+    acc_o = sum_k (x_k + in_off) * w_ok          (int32, w_off = 0: int8 filters are symmetric)
+The kernel stores every input code as the byte b = x + delta (delta = 128 for int8 input so b is
+unsigned, 0 for uint8) and computes the integer sum S_o = sum_k b_k * w_ok with the instruction
+(int32 lanes; |S_o| <= K * 255 * 128 < 2^31 for K < 65,793). Then
+    acc_o = S_o + (in_off - delta) * sum_k w_ok
+so the bias the kernel adds is corr_o = bias_o + (in_off - delta) * sum_k w_ok, computed once at
+bind. Padding taps must contribute (x + in_off) = 0, i.e. b = delta - in_off; the kernel writes
+that byte into the padding of its row buffer and sums every tap (the correction assumes all K
+taps are present). All additions wrap in int32 like the C++ reference, so the result equals the
+reference accumulator bit for bit and `fixedpoint.requantize` runs on it unchanged.
+
+Layout, per call and on the stack (no arena scratch):
+- filter block: for 16 output channels, [taps, C4/4, 16 lanes, 4 bytes] int8 (C4 = C rounded up
+  to 4, extra channels 0), so one 64-byte load feeds a tap's 4 channels to all 16 lanes;
+- row buffer: the KH input rows one output row reads, as bytes b, channels padded to C4 and
+  columns padded left/right with the padding byte, so every tap is a plain 4-byte load that is
+  broadcast to the 16 lanes.
+Register block: 8 (4, 1) output pixels x 16 output channels, int32 accumulators in registers.
+
+Only on a CPU with AVX512-VNNI (`has_vnni()`, what numba compiles for). Elsewhere the intrinsic
+emits the same sums in plain vector IR (correct, not fast), and conv.py does not choose this path.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from edgert.kernels.fixedpoint import requantize
+from edgert.kernels.simd import (
+    I32_IR,
+    I64_IR,
+    VW,
+    array_bytes,
+    block_ptr,
+    byte_ptr,
+    splat,
+    stack_buf,
+    stack_buf_dyn,
+    strided,
+    vrequantize,
+)
+
+I8_IR = ir.IntType(8)
+# Bytes of the per-call stack buffers: the packed filter (all output channels) and the row ring.
+MAX_PACKED_FILTER = 512 * 1024
+MAX_ROW_BUFFER = 64 * 1024
+MAX_KH = 32  # rows of the ring
+
+
+def _target_features() -> str:
+    """The CPU features numba compiles for (its JIT codegen's), e.g. '+avx512vnni,...'."""
+    from numba.core.registry import cpu_target
+
+    codegen = cpu_target.target_context.codegen()
+    feats = getattr(codegen, "_tm_features", None)
+    if feats is None:  # pragma: no cover - numba internals moved
+        import llvmlite.binding as llvm
+
+        feats = llvm.get_host_cpu_features().flatten()
+    return feats
+
+
+def has_vnni() -> bool:
+    """Whether the kernels compile for a CPU with AVX512-VNNI (vpdpbusd on 512-bit registers)."""
+    return "+avx512vnni" in _target_features().split(",")
+
+
+def dot_bias(w2: np.ndarray, bias: np.ndarray | None, in_off: int, delta: int) -> np.ndarray:
+    """corr_o = bias_o + (in_off - delta) * sum_k w_ok, wrapped to int32 like the C++ accumulator."""
+    corr = np.asarray(w2, np.int64).sum(axis=1) * (in_off - delta)
+    if bias is not None:
+        corr = corr + np.asarray(bias, np.int64)
+    return ((corr + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
+
+
+def dot_delta(dtype: np.dtype) -> int:
+    """The byte offset that makes input codes unsigned for vpdpbusd: 128 for int8, 0 for uint8."""
+    return 128 if np.dtype(dtype) == np.int8 else 0
+
+
+def dot_segments(kh: int, kw: int, c: int, dw: int) -> tuple[int, int]:
+    """(segments, bytes per segment) of one output pixel's taps in the row ring: with dw == 1 the
+    kw*c taps of a filter row are contiguous input bytes (one segment per row, grouped by 4 across
+    pixel boundaries, extra filter bytes 0); with dilation one segment per (ky, kx) of c bytes."""
+    return (kh, kw * c) if dw == 1 else (kh * kw, c)
+
+
+def dot_fits(n_o: int, kh: int, kw: int, c: int, in_w: int, out_w: int, sw: int, dw: int, pl: int) -> bool:
+    """Whether qconv_dot can take the conv: dilated filters need C % 4 == 0 (4-byte groups within
+    a pixel), and the packed filter and the row ring fit the kernel's stack buffers."""
+    if dw != 1 and c % 4:
+        return False
+    segs, seg_len = dot_segments(kh, kw, c, dw)
+    packed = -(-n_o // VW) * segs * -(-seg_len // 4) * 4 * VW
+    wp = max(in_w + pl, (out_w - 1) * sw + (kw - 1) * dw + 1)
+    return kh <= MAX_KH and packed <= MAX_PACKED_FILTER and kh * (wp * c + 4) <= MAX_ROW_BUFFER
+
+
+def _dot4(builder, acc, xv, wv, vnni):
+    """acc (<16 x i32>) + per lane the sum of the 4 products unsigned xv byte x signed wv byte."""
+    bt = ir.VectorType(I8_IR, 4 * VW)
+    if vnni:
+        fnty = ir.FunctionType(acc.type, [acc.type, bt, bt])
+        fn = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512", fnty=fnty)
+        return builder.call(fn, [acc, builder.bitcast(xv, bt), builder.bitcast(wv, bt)])
+    wide = ir.VectorType(I32_IR, 4 * VW)
+    prod = builder.mul(builder.zext(builder.bitcast(xv, bt), wide), builder.sext(builder.bitcast(wv, bt), wide))
+    for i in range(4):
+        mask = ir.Constant(ir.VectorType(I32_IR, VW), [4 * j + i for j in range(VW)])
+        acc = builder.add(acc, builder.shuffle_vector(prod, ir.Constant(wide, None), mask))
+    return acc
+
+
+def _acc_ptr(builder, acc_p, p, v, nv, vt):
+    # accumulator block of pixel p, channel vector v: acc[(p*nv + v)*VW : +VW]
+    return block_ptr(builder, acc_p, (p * nv + v) * VW, vt)
+
+
+def _literals(*args):
+    return None if not all(isinstance(a, types.IntegerLiteral) for a in args) else [a.literal_value for a in args]
+
+
+@intrinsic
+def _qdot(typingctx, acc, xb, xi, xstep, wb, wi, wstep, mr, nv):
+    """For p < mr, v < nv (literals): acc block (p, v) (int32) += dot4(bytes xb[xi + p*xstep : +4],
+    wb[wi + v*wstep : +64]): the 4 input bytes of pixel p broadcast to all 16 lanes, each lane
+    summing their products with its own 4 filter bytes (unsigned x signed, exact in int32)."""
+    lits = _literals(mr, nv)
+    if lits is None:
+        return None
+    rows, nvec = lits
+
+    def codegen(context, builder, sig, args):
+        acc_p, xb_p, xi_v, step_v, wb_p, wi_v, ws_v = args[:7]
+        vnni = has_vnni()
+        vt = ir.VectorType(I32_IR, VW)
+        w32 = builder.bitcast(wb_p, I32_IR.as_pointer())
+        wvs = [builder.load(block_ptr(builder, w32, builder.ashr(strided(builder, wi_v, ws_v, v), ir.Constant(I64_IR, 2)),
+                                      vt), align=4) for v in range(nvec)]
+        for p in range(rows):
+            xi = strided(builder, xi_v, step_v, p)
+            x4 = builder.load(builder.bitcast(builder.gep(xb_p, [xi]), I32_IR.as_pointer()), align=1)
+            xv = splat(builder, x4, vt)
+            for v in range(nvec):
+                ap = _acc_ptr(builder, acc_p, p, v, nvec, vt)
+                builder.store(_dot4(builder, builder.load(ap, align=4), xv, wvs[v], vnni), ap, align=4)
+        return context.get_dummy_value()
+
+    sig = types.none(acc, xb, types.int64, types.int64, wb, types.int64, types.int64, mr, nv)
+    return sig, codegen
+
+
+def _qp_vec(builder, qp_p, qoff, k, vt):
+    # row k (0 corr, 1 multiplier, 2 shift) of the block whose parameters start at element qoff
+    return builder.load(block_ptr(builder, qp_p, builder.add(qoff, ir.Constant(I64_IR, k * VW)), vt), align=4)
+
+
+@intrinsic
+def _acc_init(typingctx, acc, qp, qoff, qstep, mr, nv):
+    """acc block (p, v) = the corr row of block v's parameters (qp + qoff + v*qstep) for p < mr,
+    v < nv (literals): the sums start from the bias and the zero-point correction."""
+    lits = _literals(mr, nv)
+    if lits is None:
+        return None
+    rows, nvec = lits
+
+    def codegen(context, builder, sig, args):
+        acc_p, qp_p, qo_v, qs_v = args[:4]
+        vt = ir.VectorType(I32_IR, VW)
+        for v in range(nvec):
+            corr = _qp_vec(builder, qp_p, strided(builder, qo_v, qs_v, v), 0, vt)
+            for p in range(rows):
+                builder.store(corr, _acc_ptr(builder, acc_p, p, v, nvec, vt), align=4)
+        return context.get_dummy_value()
+
+    return types.none(acc, qp, types.int64, types.int64, mr, nv), codegen
+
+
+@intrinsic
+def _requant_store(typingctx, acc, qp, qoff, out_zp, lo, hi, dst, dbyte, dstep, mr, nv, v):
+    """For p < mr (literals mr, nv, v): acc block (p, v) requantized (simd.vrequantize with the
+    multiplier and shift rows of the parameters at qp + qoff) and stored as VW bytes at byte
+    dbyte + p*dstep of dst's data (the output, or a code buffer)."""
+    lits = _literals(mr, nv, v)
+    if lits is None:
+        return None
+    rows, nvec, vec = lits
+
+    def codegen(context, builder, sig, args):
+        acc_p, qp_p, qo_v, zp_v, lo_v, hi_v, dst_a, db_v, ds_v = args[:9]
+        vt = ir.VectorType(I32_IR, VW)
+        mult, shift = _qp_vec(builder, qp_p, qo_v, 1, vt), _qp_vec(builder, qp_p, qo_v, 2, vt)
+        base = array_bytes(context, builder, sig.args[6], dst_a)
+        bt = ir.VectorType(I8_IR, VW)
+        for p in range(rows):
+            x = builder.load(_acc_ptr(builder, acc_p, p, vec, nvec, vt), align=4)
+            q = vrequantize(builder, x, mult, shift, zp_v, lo_v, hi_v)
+            builder.store(builder.trunc(q, bt), byte_ptr(builder, base, strided(builder, db_v, ds_v, p), bt), align=1)
+        return context.get_dummy_value()
+
+    sig = types.none(acc, qp, types.int64, types.int64, types.int64, types.int64, dst, types.int64, types.int64,
+                     mr, nv, v)
+    return sig, codegen
+
+
+@njit(inline="always")
+def _block(acc_p, xb_p, xoff, ng, wb_p, blk, qp_p, ob, px, pstep, mr, nv):
+    # acc (mr pixels from column px) x (nv channel vectors from block ob) = corr + the sums of all
+    # ng 4-byte groups: group i reads the ring from byte xoff[i] + px*pstep and block ob's filter
+    # from byte ob*blk + 64*i (one flat loop: segments are short, e.g. 3 groups for a 3-channel
+    # stem, too short for a loop nest). Literal (mr, nv) pairs: (8, 2), (8, 1), (4, 1), (1, 1).
+    x0 = px * pstep
+    wbase = ob * blk
+    if mr == 8 and nv == 2:
+        _acc_init(acc_p, qp_p, ob * 3 * VW, 3 * VW, 8, 2)
+        for i in range(ng):
+            _qdot(acc_p, xb_p, xoff[i] + x0, pstep, wb_p, wbase + 64 * i, blk, 8, 2)
+    elif mr == 8:
+        _acc_init(acc_p, qp_p, ob * 3 * VW, 3 * VW, 8, 1)
+        for i in range(ng):
+            _qdot(acc_p, xb_p, xoff[i] + x0, pstep, wb_p, wbase + 64 * i, blk, 8, 1)
+    elif mr == 4:
+        _acc_init(acc_p, qp_p, ob * 3 * VW, 3 * VW, 4, 1)
+        for i in range(ng):
+            _qdot(acc_p, xb_p, xoff[i] + x0, pstep, wb_p, wbase + 64 * i, blk, 4, 1)
+    else:
+        _acc_init(acc_p, qp_p, ob * 3 * VW, 3 * VW, 1, 1)
+        for i in range(ng):
+            _qdot(acc_p, xb_p, xoff[i] + x0, pstep, wb_p, wbase + 64 * i, blk, 1, 1)
+
+
+@njit(inline="always")
+def _store(acc_p, qp_p, ob, out_zp, lo, hi, out, codes, n, oy, px, n_o, mr, nv, v):
+    # requantize acc block v of (mr, nv) into out[n, oy, px:px+mr, ob*VW:...]: 16 bytes per pixel
+    # straight into the output when a whole block of channels is contiguous there, else by way of codes
+    s_n, s_h, s_w, s_c = out.strides
+    o0 = ob * VW
+    nb = min(VW, n_o - o0)
+    qoff = ob * 3 * VW
+    if nb == VW and s_c == 1:
+        ob_b = n * s_n + oy * s_h + px * s_w + o0
+        if mr == 8 and nv == 2:
+            if v == 0:
+                _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, out, ob_b, s_w, 8, 2, 0)
+            else:
+                _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, out, ob_b, s_w, 8, 2, 1)
+        elif mr == 8:
+            _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, out, ob_b, s_w, 8, 1, 0)
+        elif mr == 4:
+            _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, out, ob_b, s_w, 4, 1, 0)
+        else:
+            _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, out, ob_b, s_w, 1, 1, 0)
+        return
+    if mr == 8 and nv == 2:
+        if v == 0:
+            _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, codes, 0, VW, 8, 2, 0)
+        else:
+            _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, codes, 0, VW, 8, 2, 1)
+    elif mr == 8:
+        _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, codes, 0, VW, 8, 1, 0)
+    elif mr == 4:
+        _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, codes, 0, VW, 4, 1, 0)
+    else:
+        _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, codes, 0, VW, 1, 1, 0)
+    for p in range(mr):
+        for j in range(nb):
+            out[n, oy, px + p, o0 + j] = codes[p * VW + j]
+
+
+@njit(nogil=True, cache=True)
+def _pack_filter(w2, w32, wb, segs, seg_len, gs):
+    # wb[ob, segment, group, lane, byte] = w2[ob*VW + lane, segment*seg_len + 4*group + byte];
+    # bytes past seg_len and absent lanes 0. w32: the filter as int32 words when seg_len % 4 == 0
+    # (then a word moves at once), else empty.
+    n_o = w2.shape[0]
+    blk = segs * gs * VW * 4
+    for i in range(wb.size):
+        wb[i] = np.int8(0)
+    if w32.shape[0] == n_o:
+        wb32 = wb.view(np.int32)
+        for o in range(n_o):
+            ob, j = o // VW, o % VW
+            for sg in range(segs):
+                for g in range(gs):
+                    wb32[((ob * segs + sg) * gs + g) * VW + j] = w32[o, sg * gs + g]
+        return
+    for o in range(n_o):
+        ob, j = o // VW, o % VW
+        for sg in range(segs):
+            for q in range(seg_len):
+                wb[ob * blk + ((sg * gs + q // 4) * VW + j) * 4 + q % 4] = w2[o, sg * seg_len + q]
+
+
+@njit(inline="always")
+def _fill_row(xb, start, flat, inp, n, iy, delta, pad):
+    # ring row from byte `start`: input row iy as bytes x + delta, or `pad` outside the image
+    n_b, h, wd, c = inp.shape
+    dst = xb[start : start + wd * c]  # slices: the loops index by the range's own variable, no
+    if iy < 0 or iy >= h:             # negative-index wraparound, so LLVM vectorizes them
+        for i in range(wd * c):
+            dst[i] = pad
+    elif flat.size > 0:
+        src = flat[(n * h + iy) * wd * c : (n * h + iy + 1) * wd * c]
+        for i in range(wd * c):
+            dst[i] = np.uint8(np.int32(src[i]) + delta)
+    else:
+        for ix in range(wd):
+            for ci in range(c):
+                dst[ix * c + ci] = np.uint8(np.int32(inp[n, iy, ix, ci]) + delta)
+
+
+@njit(nogil=True, cache=True)
+def qconv_dot(inp, flat, w2, w32, corr, out, mult, shift, out_zp, lo, hi, kh, kw, sh, sw, dh, dw, pt, pl, in_off,
+              delta):
+    """int8/uint8 CONV_2D (NHWC input, filter as [O, KH*KW*C] rows) into `out` (any strides),
+    exact int32 sums by 4-byte dot products (module docstring). `flat`: the input as one
+    contiguous 1-D array when it is C-contiguous (rows are then converted by a vector loop),
+    else empty; `w32`: the filter rows as int32 words when a segment is a multiple of 4 bytes,
+    else empty (see dot_fits and dot_segments for what the caller checked)."""
+    n_b, h, wd, c = inp.shape
+    n_o = w2.shape[0]
+    oh, ow = out.shape[1], out.shape[2]
+    n_ob = (n_o + VW - 1) // VW
+    if dw == 1:
+        segs, seg_len, seg_row, seg_col = kh, kw * c, 1, 0
+    else:
+        segs, seg_len, seg_row, seg_col = kh * kw, c, kw, dw * c
+    gs = (seg_len + 3) // 4
+    blk = segs * gs * VW * 4
+    pad = np.uint8(delta - in_off)
+    acc_p = stack_buf(256, np.int32)  # 8 pixels x 2 channel blocks
+    codes = numba.carray(stack_buf(128, np.uint8), (128,))
+    wb_p = stack_buf_dyn(n_ob * blk, np.int8)
+    _pack_filter(w2, w32, numba.carray(wb_p, (n_ob * blk,)), segs, seg_len, gs)
+    # corr, multiplier, shift of each block's VW channels (absent ones repeat the last)
+    qp_p = stack_buf_dyn(n_ob * 3 * VW, np.int32)
+    qp = numba.carray(qp_p, (n_ob, 3, VW))
+    for ob in range(n_ob):
+        for j in range(VW):
+            o = min(ob * VW + j, n_o - 1)
+            qp[ob, 0, j] = corr[o]
+            qp[ob, 1, j] = mult[o]
+            qp[ob, 2, j] = shift[o]
+    # Ring of kh rows, each: pl padding pixels, the input row, padding to wp pixels, 4 slack
+    # bytes (a segment's last group may read up to 3 bytes past it, against 0 filter bytes).
+    # With dh == 1 consecutive output rows share kh - 1 input rows: slot iy % kh keeps each.
+    wp = max(wd + pl, (ow - 1) * sw + (kw - 1) * dw + 1)
+    rowb = wp * c + 4
+    xb_p = stack_buf_dyn(kh * rowb, np.uint8)
+    xb = numba.carray(xb_p, (kh * rowb,))
+    for i in range(kh * rowb):
+        xb[i] = pad
+    held = numba.carray(stack_buf(32, np.int64), (32,))  # MAX_KH: input row in each slot
+    rows = numba.carray(stack_buf(32, np.int64), (32,))  # ring byte offset of filter row ky
+    ng = segs * gs
+    xoff = numba.carray(stack_buf_dyn(ng, np.int64), (ng,))  # ring byte offset of each group
+    pstep = sw * c
+    for n in range(n_b):
+        for i in range(kh):
+            held[i] = -(1 << 40)
+        for oy in range(oh):
+            iy0 = oy * sh - pt
+            for ky in range(kh):
+                iy = iy0 + ky * dh
+                slot = iy % kh if dh == 1 else ky
+                if held[slot] != iy:
+                    _fill_row(xb, slot * rowb + pl * c, flat, inp, n, iy, delta, pad)
+                    held[slot] = iy
+                rows[ky] = slot * rowb
+            for sg in range(segs):
+                for g in range(gs):
+                    xoff[sg * gs + g] = rows[sg // seg_row] + (sg % seg_row) * seg_col + 4 * g
+            # pairs of channel blocks share each broadcast input word (16 accumulators)
+            ob = 0
+            while ob < n_ob:
+                pair = ob + 1 < n_ob
+                px = 0
+                while px < ow:
+                    left = ow - px
+                    mr = 8 if left >= 8 else (4 if left >= 4 else 1)
+                    if pair and mr == 8:
+                        _block(acc_p, xb_p, xoff, ng, wb_p, blk, qp_p, ob, px, pstep, 8, 2)
+                        _store(acc_p, qp_p, ob, out_zp, lo, hi, out, codes, n, oy, px, n_o, 8, 2, 0)
+                        _store(acc_p, qp_p, ob + 1, out_zp, lo, hi, out, codes, n, oy, px, n_o, 8, 2, 1)
+                    else:
+                        for b in range(ob, ob + (2 if pair else 1)):
+                            _block(acc_p, xb_p, xoff, ng, wb_p, blk, qp_p, b, px, pstep, mr, 1)
+                            _store(acc_p, qp_p, b, out_zp, lo, hi, out, codes, n, oy, px, n_o, mr, 1, 0)
+                    px += mr
+                ob += 2 if pair else 1

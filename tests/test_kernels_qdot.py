@@ -1,0 +1,138 @@
+"""int8 CONV_2D through integer dot products (edgert/kernels/qdot.py) vs LiteRT BUILTIN_REF.
+
+Rule that holds: outputs EXACTLY equal to the reference (max_off_by_one_fraction=0): the kernel's
+int32 sums are the reference accumulator (qdot.py's docstring), requantized the same way.
+The path is chosen only on a CPU with AVX512-VNNI; these tests force the choice (conv.has_vnni),
+so on any other CPU they run the intrinsic's plain-vector-IR form, which must give the same bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgert.kernels import conv
+from edgert.kernels.qdot import MAX_ROW_BUFFER, dot_fits, qconv_dot
+from edgert.model.reader import load_model
+from oneop import assert_close_quant, assert_no_allocation, bind_one, reference_outputs, run_edgert, run_one
+from test_kernels_conv_quant import CONV_CASES, RNG, assert_exact, conv_model, rand
+
+
+@pytest.fixture
+def dot_path(monkeypatch):
+    monkeypatch.setattr(conv, "has_vnni", lambda: True)
+
+
+DOT_CASES = {
+    # (in_shape, o, kh, kw, kwargs)
+    "3x3-c16-o16-relu": ((1, 9, 11, 16), 16, 3, 3, dict(act="RELU")),
+    "3x3-s2-c3-o8-relu6": ((1, 13, 12, 3), 8, 3, 3, dict(stride=(2, 2), act="RELU6")),  # stem: 9-byte rows
+    "10x4-s2-c1-o64": ((1, 49, 10, 1), 64, 10, 4, dict(stride=(2, 2), padding="SAME")),  # DS-CNN stem
+    "1x1-narrow-c64-o64": ((1, 25, 5, 64), 64, 1, 1, dict()),  # one long row
+    "1x1-c8-o48-two-images": ((2, 6, 7, 8), 48, 1, 1, dict(act="RELU_N1_TO_1")),
+    "1x1-c5-o17": ((1, 4, 9, 5), 17, 1, 1, dict()),  # 5-byte rows, 17 outputs: a 1-lane block
+    "3x3-c40-o33-valid": ((1, 7, 8, 40), 33, 3, 3, dict(padding="VALID")),
+    "5x3-s2x1-c13-o7": ((1, 12, 9, 13), 7, 5, 3, dict(stride=(2, 1), act="RELU6")),
+    "dilated-c8": ((1, 12, 11, 8), 20, 3, 2, dict(dilation=(2, 3), padding="SAME")),  # 4-byte groups per tap
+    "dilated-rows-c3": ((1, 10, 9, 3), 12, 3, 3, dict(dilation=(2, 1))),  # dh only: rows still contiguous
+    "per-tensor": ((1, 7, 7, 6), 24, 3, 3, dict(per_channel=False)),
+    "kernel-bigger-than-image": ((1, 2, 3, 9), 4, 5, 5, dict()),
+    "6-pixels": ((1, 2, 3, 16), 32, 3, 3, dict()),
+}
+
+
+def _model(name, dtype=np.int8, **extra):
+    in_shape, o, kh, kw, kw_ = DOT_CASES[name]
+    return conv_model(dtype, in_shape, o, kh, kw, **dict(kw_, **extra)), in_shape
+
+
+@pytest.mark.parametrize("name", DOT_CASES)
+def test_dot_path_taken_and_exact(name, dot_path):
+    model, in_shape = _model(name)
+    x = rand(np.int8, in_shape)
+    assert bind_one(model, [x]).fn is qconv_dot
+    assert_exact(model, [x])
+
+
+@pytest.mark.parametrize("name", CONV_CASES)
+def test_dot_path_exact_on_every_conv_case(name, dot_path):
+    # The older paths' cases: whichever of them the dot path takes must agree too.
+    in_shape, o, kh, kw, kw_ = CONV_CASES[name]
+    model = conv_model(np.int8, in_shape, o, kh, kw, **kw_)
+    assert_exact(model, [rand(np.int8, in_shape)])
+
+
+@pytest.mark.parametrize("name", ["3x3-c16-o16-relu", "1x1-narrow-c64-o64", "10x4-s2-c1-o64"])
+def test_dot_path_saturates_at_range_edges(name, dot_path):
+    # multiplier far above 1 (positive shift), inputs and weights only at the range ends
+    model, in_shape = _model(name, s_in=0.5, s_out=0.0005, zp_in=0, zp_out=0, act="NONE")
+    x = np.where(RNG.integers(0, 2, in_shape) == 1, 127, -128).astype(np.int8)
+    ref = assert_exact(model, [x])
+    assert (ref == 127).any() and (ref == -128).any()
+
+
+@pytest.mark.parametrize("zp_in", [-128, 127, 0])
+def test_dot_path_extreme_input_zero_points(zp_in, dot_path):
+    # padding bytes are 128 + zp_in: 0 and 255 at the ends of the byte range
+    model, in_shape = _model("3x3-c16-o16-relu", zp_in=zp_in)
+    assert_exact(model, [rand(np.int8, in_shape)])
+
+
+@pytest.mark.parametrize("name", ["3x3-c16-o16-relu", "1x1-narrow-c64-o64", "1x1-c5-o17"])
+def test_dot_path_strided_output(name, dot_path):
+    model, in_shape = _model(name)
+    x = rand(np.int8, in_shape)
+    out = run_one(model, [x], strided=True)[0]
+    assert_close_quant(np.array(out), reference_outputs(model, [x])[0], 0.0)
+    assert (out.base[..., :2] == 77).all() and (out.base[..., -3:] == 77).all()
+
+
+def test_dot_path_reads_channel_sliced_input(dot_path):
+    model, in_shape = _model("1x1-narrow-c64-o64")
+    x = rand(np.int8, in_shape)
+    wide = rand(np.int8, in_shape[:3] + (in_shape[3] + 6,))
+    wide[..., 3:-3] = x
+    fn, args, outs, *_ = bind_one(model, [wide[..., 3:-3]])
+    assert fn is qconv_dot
+    fn(*args)
+    assert_close_quant(outs[0], reference_outputs(model, [x])[0], 0.0)
+
+
+def test_dot_path_allocates_nothing(dot_path):
+    model, in_shape = _model("3x3-c40-o33-valid")
+    fn, args, *_ = bind_one(model, [rand(np.int8, in_shape)])
+    assert fn is qconv_dot
+    assert_no_allocation(fn, args, calls=3)
+
+
+def test_dot_path_not_taken_where_it_cannot_or_should_not_run(dot_path):
+    # dilated columns with C % 4 != 0 (4-byte groups would straddle taps); too few pixels;
+    # uint8 (uint8 filters); rows beyond the ring: each falls back to the older paths, still exact.
+    cases = [
+        conv_model(np.int8, (1, 10, 11, 5), 8, 3, 3, dilation=(1, 2)),
+        conv_model(np.int8, (1, 1, 3, 16), 16, 1, 1),
+        conv_model(np.uint8, (1, 6, 6, 8), 16, 3, 3, per_channel=False, zp_in=131, zp_out=120, zp_w=140),
+    ]
+    for model in cases:
+        sg = load_model(model).main
+        t = sg.tensors[sg.operators[0].inputs[0]]
+        x = rand(t.dtype.type, t.shape)
+        assert bind_one(model, [x]).fn is not qconv_dot
+        assert_exact(model, [x])
+    assert not dot_fits(16, 3, 3, 64, 2000, 2000, 1, 1, 1)  # 3 rows of 2002 x 64 bytes > MAX_ROW_BUFFER
+    assert 3 * 2002 * 64 > MAX_ROW_BUFFER
+
+
+def test_dot_and_older_paths_agree_on_a_real_model(monkeypatch):
+    # a whole shared-model run (tests/data): dot on vs off, equal bit for bit
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "ic_resnet8_int8.tflite"
+    if not path.exists():
+        pytest.skip("tests/data/ic_resnet8_int8.tflite not present")
+    x = rand(np.int8, (1, 32, 32, 3))
+    monkeypatch.setattr(conv, "has_vnni", lambda: True)
+    on = run_edgert(path.read_bytes(), [x])[0]
+    monkeypatch.setattr(conv, "has_vnni", lambda: False)
+    off = run_edgert(path.read_bytes(), [x])[0]
+    np.testing.assert_array_equal(on, off)
