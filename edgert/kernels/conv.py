@@ -42,6 +42,7 @@ from edgert.kernels.qgemm import SIMD_MAX_K as QSIMD_MAX_K
 from edgert.kernels.qgemm import XBUF as QXBUF
 from edgert.kernels.qdot import dot_bias, dot_delta, dot_fits, dot_segments, has_vnni, qconv_dot
 from edgert.kernels.qgemm import _qsimd_taps, _qsimd_taps_rows, gemm_block, k_chunks, operand_max, simd_exact
+from edgert.kernels.matvec import fc_matvec, matvec_ok
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
 from edgert.kernels.simd import (
     F32_IR,
@@ -851,9 +852,23 @@ def _fc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) 
     w_ok = w.strides[-1] == w.itemsize
     if x is None or y is None or not w_ok:
         raise ValueError("FULLY_CONNECTED operands cannot be viewed as matrices without a copy")
+    if matvec_ok(x, w, y):
+        return fc_matvec, (x, w, b, has_bias, y, lo, hi)
     if x.shape[0] * i * o <= SMALL_FC_MACS or not _gemm_ok(x, y):
         return _fc_direct, (x, w, b, has_bias, y, lo, hi)
     return _gemm_bias_act, (x, w.T, y, b, has_bias, lo, hi, has_bias or code != 0)
+
+
+def fc_chain_layer(entry: KernelEntry, ctx: OpContext, ins: list, outs: list) -> tuple | None:
+    """(x rows, weights, bias or None, out rows, clamp code) of a float FC that `entry` (the
+    registry's choice for it) runs with fc_matvec, for matvec.bind_chain; None for any other op."""
+    if entry.bind is not _fc_bind or len(ins) < 2 or ins[0] is None or ins[1] is None:
+        return None
+    w = ins[1]
+    x, y = _rows_of(ins[0], w.shape[1]), _rows_of(outs[0], w.shape[0])
+    if x is None or y is None or not matvec_ok(x, w, y):
+        return None
+    return x, w, _optional(ins, 2), y, fused_clamp(ctx)[0]
 
 
 def _rows_of(a: np.ndarray, cols: int) -> np.ndarray | None:

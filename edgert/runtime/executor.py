@@ -19,6 +19,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from edgert.errors import BudgetExceeded, PlanError, RequestError
+from edgert.kernels.conv import fc_chain_layer
+from edgert.kernels.matvec import bind_chain
 from edgert.kernels.registry import KernelRegistry, OpContext, Step, default_registry
 from edgert.model.graph import Graph, Quantization, Subgraph
 from edgert.model.reader import load_model
@@ -174,6 +176,45 @@ def _is_noop(sg: Subgraph, op_index: int, p: MemoryPlan) -> bool:
         return fa in ("NONE", None) and bool(placed) and all(
             q is not None and q.alias_kind == "concat" and q.alias_of == outs[0] for q in placed)
     return False
+
+
+def _single_readers(sg: Subgraph) -> dict[int, int]:
+    """tensor -> the operator that reads it, for tensors read once by one operator and not subgraph outputs."""
+    uses: dict[int, list[int]] = {}
+    for k, op in enumerate(sg.operators):
+        for i in op.inputs:
+            if i >= 0:
+                uses.setdefault(i, []).append(k)
+    outputs = set(sg.outputs)
+    return {t: ks[0] for t, ks in uses.items() if len(ks) == 1 and t not in outputs}
+
+
+def _fc_chain(sg: Subgraph, run: Sequence[int], j: int, readers: Mapping[int, int],
+              entry_of: Callable[[int], object], arrays: Callable) -> tuple[Step, int] | None:
+    """(one fused step, how many ops it covers) for the longest chain of float FCs starting at
+    run[j] where each one's output is read only by the next op in run order (so the intermediates
+    are unobservable); None when fewer than two ops chain or the chain does not fit (matvec.bind_chain)."""
+    layers = []
+    k = j
+    while k < len(run):
+        op = sg.operators[run[k]]
+        if op.opcode != "FULLY_CONNECTED" or len(op.outputs) != 1:
+            break
+        if layers and readers.get(sg.operators[run[k - 1]].outputs[0]) != run[k]:
+            break
+        if layers and op.inputs[0] != sg.operators[run[k - 1]].outputs[0]:
+            break
+        ctx, ins, outs, _ = arrays(run[k])
+        layer = fc_chain_layer(entry_of(run[k]), ctx, ins, outs)
+        if layer is None:
+            break
+        layers.append(layer)
+        k += 1
+    step = bind_chain(layers) if len(layers) >= 2 else None
+    return None if step is None else (step, len(layers))
+
+
+_SEQUENCES = (list, tuple)
 
 
 def _prepare(m: _Model) -> None:
@@ -368,7 +409,20 @@ class Executor:
         for k in p.folded:
             fn, args = bind(k)
             fn(*args)
-        steps = [bind(k) for k in p.order if not _is_noop(sg, k, p)]
+        steps = []
+        run = [k for k in p.order if not _is_noop(sg, k, p)]
+        readers = _single_readers(sg)
+        j = 0
+        while j < len(run):
+            chain = _fc_chain(sg, run, j, readers, lambda k: self.registry.lookup(OpContext.of(sg, sg.operators[k])),
+                              arrays)
+            if chain is not None:
+                step, length = chain
+                steps.append(step)
+                j += length
+            else:
+                steps.append(bind(run[j]))
+                j += 1
 
         def spec(i: int) -> TensorSpec:
             t = sg.tensors[i]
@@ -446,11 +500,12 @@ class Executor:
         # array-likes, an error) takes the full path, which names what is wrong.
         slots = m.input_slots
         ready = False
-        if type(inputs) is list or type(inputs) is tuple:
+        if type(inputs) in _SEQUENCES:
             if len(inputs) == 1 and len(slots) == 1:
                 value = inputs[0]
                 view, dtype, shape = slots[0]
-                if type(value) is np.ndarray and value.dtype == dtype and value.shape == shape:
+                # `is` first: numpy's builtin dtypes are singletons, and == costs a call
+                if type(value) is np.ndarray and value.shape == shape and (value.dtype is dtype or value.dtype == dtype):
                     view[...] = value
                     ready = True
             elif len(inputs) == len(slots) and all(type(v) is np.ndarray and v.dtype == d and v.shape == s
