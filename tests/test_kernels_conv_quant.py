@@ -216,17 +216,18 @@ def _dw_kernel(model: bytes, inputs: list[np.ndarray], **kw):
 
 @pytest.mark.parametrize("name", [n for n in DW_CASES if n.startswith("fast-")])
 def test_depthwise_fast_path_taken_and_uint8_exact(name):
-    from edgert.kernels.conv import _qdepthwise3x3
+    from edgert.kernels.conv import _qdepthwise3x3, _qdw_simd
 
     in_shape, mult, kh, kw, kw_ = DW_CASES[name]
     x = rand(np.int8, in_shape)
-    assert _dw_kernel(dw_model(np.int8, in_shape, mult, kh, kw, **kw_), [x]) is _qdepthwise3x3
+    fast = _qdw_simd if in_shape[3] >= 8 else _qdepthwise3x3  # _qdw_simd from 8 channels on
+    assert _dw_kernel(dw_model(np.int8, in_shape, mult, kh, kw, **kw_), [x]) is fast
     model = dw_model(np.uint8, in_shape, mult, kh, kw, **dict(kw_, per_channel=False, zp_in=128, zp_out=100, zp_w=119))
     assert_exact(model, [rand(np.uint8, in_shape)])
 
 
 def test_depthwise_fast_path_saturates_and_reads_channel_sliced_input():
-    from edgert.kernels.conv import _qdepthwise, _qdepthwise3x3
+    from edgert.kernels.conv import _qdw_simd
 
     in_shape, mult, kh, kw, kw_ = DW_CASES["fast-c8-relu6"]
     model = dw_model(np.int8, in_shape, mult, kh, kw, **dict(kw_, act="NONE"))
@@ -238,10 +239,10 @@ def test_depthwise_fast_path_saturates_and_reads_channel_sliced_input():
     wide = rand(np.int8, in_shape[:3] + (in_shape[3] + 6,))
     wide[..., 3:-3] = x
     fn, args, outs, *_ = bind_one(model, [wide[..., 3:-3]])
-    assert fn is _qdepthwise  # pixels not packed: the per-pixel kernel
+    assert fn is _qdw_simd  # addresses pixels by their stride
     fn(*args)
     assert_close_quant(outs[0], ref, 0.0)
-    assert _dw_kernel(model, [x]) is _qdepthwise3x3
+    assert _dw_kernel(model, [x]) is _qdw_simd
 
 
 # ------------------------------------------------------------------ FULLY_CONNECTED

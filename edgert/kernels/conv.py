@@ -60,6 +60,7 @@ from edgert.kernels.simd import (
     tap_load,
     vclamp,
     vcopy,
+    vrequantize,
     vzero,
 )
 from edgert.model.graph import Tensor
@@ -1507,6 +1508,12 @@ def _qconv_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | Non
 
 
 # ------------------------------------------------ quantized DEPTHWISE_CONV_2D
+#
+# Kernels, first that applies: `_qdw_simd` (multiplier 1, >= 8 channels, float32 sums within the
+# exact bound, more than one output pixel: register-blocked over 8 pixels x 16 channels from a
+# float32 row buffer, requantized in vector lanes; measured 1.5-7x over the others on the zoo's
+# layers, ~1x on 3x3-pixel outputs); `_qdepthwise3x3` (3x3 stride 1 with fewer channels: flat
+# (pixel, channel) lanes); `_qdepthwise` (anything: per pixel, loops over channels).
 
 
 @njit(nogil=True, cache=True)
@@ -1544,8 +1551,9 @@ def _qdw_pixels(inp, w, bias, out, acc, mult, shift, in_off, w_off, out_zp, lo, 
 
 
 @njit(nogil=True, cache=True)
-def _qdepthwise(inp, w, bias, out, acc, mult, shift, in_off, w_off, out_zp, lo, hi,
+def _qdepthwise(inp, w, bias, out, mult, shift, in_off, w_off, out_zp, lo, hi,
                 sh, sw, dh, dw, pt, pl, dmult):
+    acc = numba.carray(stack_buf_dyn(out.shape[3], np.int32), (out.shape[3],))
     for n in range(inp.shape[0]):
         for oy in range(out.shape[1]):
             _qdw_pixels(inp, w, bias, out, acc, mult, shift, in_off, w_off, out_zp, lo, hi,
@@ -1637,20 +1645,300 @@ def _qdepthwise3x3(inp, w, bias, out, xrows, orows, wrep, brep, mrep, srep, acc,
                     dst[j] = requantize(np.int32(s), mrep[j], srep[j], out_zp, lo, hi, False)
 
 
+@intrinsic
+def _vqdw_taps(typingctx, acc, buf, off, wb, wi, mr):
+    """acc[p*VW : (p+1)*VW] += buf[off + p*VW : off + (p+1)*VW] * wb[wi : wi+VW] for p < mr
+    (literal): one filter tap for a block of output pixels, from _qdw_simd's float32 row buffer (its
+    stride phases make the pixels' inputs adjacent, so every address is off + a constant). Multiply-add
+    contracted: exact, every partial sum is an integer below 2^24 (_qdw_simd_ok checks the bound)."""
+    if not isinstance(mr, types.IntegerLiteral):
+        return None
+    rows = mr.literal_value
+
+    def codegen(context, builder, sig, args):
+        acc_p, buf_p, off_v, wb_p, wi_v = args[:5]
+        vt = ir.VectorType(F32_IR, VW)
+        wv = builder.load(block_ptr(builder, wb_p, wi_v, vt), align=4)
+        x_p = builder.gep(buf_p, [off_v])
+        for p in range(rows):
+            xv = builder.load(block_ptr(builder, x_p, p * VW, vt), align=4)
+            mac_block(builder, acc_p, p, xv, wv, contract=True)
+        return context.get_dummy_value()
+
+    return types.none(acc, buf, types.int64, wb, types.int64, mr), codegen
+
+
+@intrinsic
+def _vqdw_out(typingctx, acc, rows, count, out, obyte, ostep, qparams, c0, out_zp, lo, hi, width):
+    """For p < count (<= rows, a literal): the width (literal) 8-bit codes at byte obyte + p*ostep
+    of out = requantize(int32(acc[p*VW : p*VW+width]) + qparams[0, c0:c0+width]) with multipliers
+    qparams[1, c0:] and shifts qparams[2, c0:] (vrequantize: conv.requantize's double rounding)."""
+    if not all(isinstance(v, types.IntegerLiteral) for v in (rows, width)):
+        return None
+    n_rows, wdt = rows.literal_value, width.literal_value
+
+    def codegen(context, builder, sig, args):
+        acc_p, _, count_v, a_out, ob, ostep_v, a_q, c0_v, zp_v, lo_v, hi_v = args[:11]
+        ft = ir.VectorType(F32_IR, wdt)
+        it = ir.VectorType(ir.IntType(32), wdt)
+        bt = ir.VectorType(ir.IntType(8), wdt)
+        q_arr = context.make_array(sig.args[6])(context, builder, a_q)
+        row = builder.extract_value(q_arr.shape, 1)
+        bias, mult, shift = (builder.load(block_ptr(builder, q_arr.data, strided(builder, c0_v, row, k), it), align=4)
+                             for k in range(3))
+        base = array_bytes(context, builder, sig.args[3], a_out)
+        for p in range(n_rows):
+            with builder.if_then(builder.icmp_signed("<", ir.Constant(ir.IntType(64), p), count_v), likely=True):
+                f = builder.load(block_ptr(builder, acc_p, p * VW, ft), align=4)
+                v = vrequantize(builder, builder.add(builder.fptosi(f, it), bias), mult, shift, zp_v, lo_v, hi_v)
+                builder.store(builder.trunc(v, bt), byte_ptr(builder, base, strided(builder, ob, ostep_v, p), bt),
+                              align=1)
+        return context.get_dummy_value()
+
+    sig = types.none(acc, rows, types.int64, out, types.int64, types.int64, qparams, types.int64, types.int64,
+                     types.int64, types.int64, width)
+    return sig, codegen
+
+
+@intrinsic
+def _vqdw_load(typingctx, dst, di, src, sbyte, add, width):
+    """dst[di : di+width] = float32(the width (literal) 8-bit codes at byte sbyte of src's data + add)."""
+    if not isinstance(width, types.IntegerLiteral):
+        return None
+    wdt = width.literal_value
+    signed = src.dtype == types.int8
+
+    def codegen(context, builder, sig, args):
+        dst_p, di_v, a_src, sb_v, add_v = args[:5]
+        it = ir.VectorType(ir.IntType(32), wdt)
+        raw = builder.load(byte_ptr(builder, array_bytes(context, builder, sig.args[2], a_src), sb_v,
+                                    ir.VectorType(ir.IntType(8), wdt)), align=1)
+        wide = builder.sext(raw, it) if signed else builder.zext(raw, it)
+        wide = builder.add(wide, splat(builder, builder.trunc(add_v, ir.IntType(32)), it))
+        builder.store(builder.sitofp(wide, ir.VectorType(F32_IR, wdt)), block_ptr(builder, dst_p, di_v,
+                                                                                 ir.VectorType(F32_IR, wdt)), align=4)
+        return context.get_dummy_value()
+
+    return types.none(dst, types.int64, src, types.int64, types.int64, width), codegen
+
+
+@intrinsic
+def _vqdw_fill(typingctx, dst, di, value):
+    """dst[di : di+VW] = value (float32)."""
+
+    def codegen(context, builder, sig, args):
+        vt = ir.VectorType(F32_IR, VW)
+        builder.store(splat(builder, args[2], vt), block_ptr(builder, args[0], args[1], vt), align=4)
+        return context.get_dummy_value()
+
+    return types.none(dst, types.int64, types.float32), codegen
+
+
+@njit(inline="always")
+def _qdw_load(dst, di, src, sbyte, add, width):
+    # _vqdw_load with a literal width
+    if width == VW:
+        _vqdw_load(dst, di, src, sbyte, add, 16)
+    else:
+        _vqdw_load(dst, di, src, sbyte, add, 8)
+
+
+@njit(inline="always")
+def _qdw_store(acc_p, mr, count, out, ob, o_w, qparams, c0, out_zp, lo, hi, width):
+    # _vqdw_out with its literal arguments picked from the runtime (mr, width)
+    if width == VW:
+        if mr == 8:
+            _vqdw_out(acc_p, 8, count, out, ob, o_w, qparams, c0, out_zp, lo, hi, 16)
+        else:
+            _vqdw_out(acc_p, 4, count, out, ob, o_w, qparams, c0, out_zp, lo, hi, 16)
+    elif mr == 8:
+        _vqdw_out(acc_p, 8, count, out, ob, o_w, qparams, c0, out_zp, lo, hi, 8)
+    else:
+        _vqdw_out(acc_p, 4, count, out, ob, o_w, qparams, c0, out_zp, lo, hi, 8)
+
+
+@njit(inline="always", cache=True)
+def qdw_ring(kh: int, dh: int) -> int:
+    """Rows of _qdw_simd's row buffer ring: the rows a filter spans, rounded up to a power of two."""
+    ring = 1
+    while ring < (kh - 1) * dh + 1:
+        ring *= 2
+    return ring
+
+
+def qdw_buffer_width(ow: int, kw: int, sw: int, dw: int) -> int:
+    """Pixels per row of _qdw_simd's row buffer: every column the row's blocks of 8 (4) output
+    pixels read, the last block's extra pixels included (at most 3 beyond the row)."""
+    return (ow + 2) * sw + (kw - 1) * dw + 1
+
+
+# Input bytes of one band of _qdw_simd's output rows: the band's input rows stay in cache (L2)
+# while every channel block passes over them (a 112x112x96 stride-2 layer: 1.9x -> 2.6x).
+QDW_BAND_BYTES = 256 * 1024
+
+
+@njit(nogil=True, cache=True)
+def _qdw_simd(inp, w, qparams, out, w_off, in_zp, out_zp, lo, hi, sh, sw, dh, dw, pt, pl, wp):
+    # Multiplier 1, >= 8 channels, unit channel stride in input, filter and output. Per band of
+    # output rows and block of VW (8 when c < VW) channels, the last block moved back to end at
+    # channel c (it redoes a few channels, rewriting the same codes):
+    # - the filter's w + w_off as float32 on the stack;
+    # - a row buffer on the stack: the input rows the filter spans, converted once to float32 (a
+    #   ring of a power of two slots: row iy in slot iy & (ring - 1), no division), wp pixels of
+    #   VW lanes each, input column ix at j = ix + pl, stored by stride phase (at
+    #   (j % sw) * pw + j // sw) so the pixels of a block read adjacent vectors; the padding columns
+    #   and one extra row hold the input zero point, so every tap is a plain load (a padding tap
+    #   contributes in_zp * (w + w_off), cancelled by the bias term below);
+    # - blocks of 8 (4) output pixels x VW lanes sum x * (w + w_off) over every tap in float32
+    #   registers (exact, _qdw_simd_ok); a row's last block computes up to 3 pixels past the row
+    #   and stores the ones that exist.
+    # qparams: [bias + in_off * sum(w + w_off) (int32 wrap), multiplier, shift] per channel, added
+    # and applied in the lanes.
+    n_b, h, wd, c = inp.shape
+    kh, kw = w.shape[1], w.shape[2]
+    oh = out.shape[1]
+    w_h, w_w = w.strides[1], w.strides[2]
+    taps = kh * kw
+    ring = qdw_ring(kh, dh)
+    pw = (wp + sw - 1) // sw  # pixels per stride phase
+    row_len = sw * pw * VW
+    acc_p = stack_buf(128, np.float32)  # MR * VW
+    wb_p = stack_buf_dyn(taps * VW, np.float32)
+    buf_p = stack_buf_dyn((ring + 1) * row_len, np.float32)
+    held = numba.carray(stack_buf_dyn(ring, np.int64), (ring,))
+    # element offsets, out of the pixel loop (it would otherwise divide per tap): a filter row's
+    # buffer row, a filter column's position relative to the block's first pixel
+    roff = numba.carray(stack_buf_dyn(kh, np.int64), (kh,))
+    koff = numba.carray(stack_buf_dyn(kw, np.int64), (kw,))
+    zpf = np.float32(in_zp)
+    width = VW if c >= VW else 8
+    for i in range(0, taps * VW, VW):
+        _vqdw_fill(wb_p, i, np.float32(0.0))
+    for i in range(0, (ring + 1) * row_len, VW):
+        _vqdw_fill(buf_p, i, zpf)
+    for kx in range(kw):
+        j = kx * dw
+        koff[kx] = ((j % sw) * pw + j // sw) * VW
+    geo = (min(wd, wp - pl), pl % sw, pl // sw, sw, pw, ring, row_len)  # input columns read, column 0's place
+    band = max(1, QDW_BAND_BYTES // max(1, sh * wd * c))
+    for n in range(n_b):
+        for oy0 in range(0, oh, band):
+            for cb in range(0, c, width):
+                c0 = min(cb, c - width)
+                for ky in range(kh):
+                    for kx in range(kw):
+                        _qdw_load(wb_p, (ky * kw + kx) * VW, w, ky * w_h + kx * w_w + c0, w_off, width)
+                for i in range(ring):
+                    held[i] = -1
+                for oy in range(oy0, min(oh, oy0 + band)):
+                    _qdw_fill_rows(inp, buf_p, held, roff, geo, n, oy * sh - pt, dh, c0, width)
+                    _qdw_row(out, qparams, acc_p, wb_p, buf_p, roff, koff, n, oy, c0, width, out_zp, lo, hi)
+
+
+@njit(inline="always")
+def _qdw_fill_rows(inp, buf_p, held, roff, geo, n, iy0, dh, c0, width):
+    # the input rows of an output row: their buffer offsets into roff, the ones not yet in the
+    # ring converted into it
+    h = inp.shape[1]
+    s_n, s_h, s_w = inp.strides[0], inp.strides[1], inp.strides[2]
+    n_cols, ph0, q0, sw, pw, ring, row_len = geo
+    for ky in range(roff.shape[0]):
+        iy = iy0 + ky * dh
+        slot = iy & (ring - 1) if 0 <= iy < h else ring
+        roff[ky] = slot * row_len
+        if slot < ring and held[slot] != iy:
+            held[slot] = iy
+            xb = n * s_n + iy * s_h + c0
+            if width == VW:
+                _qdw_cvt_row(buf_p, slot * row_len, inp, xb, s_w, n_cols, ph0, q0, sw, pw, 16)
+            else:
+                _qdw_cvt_row(buf_p, slot * row_len, inp, xb, s_w, n_cols, ph0, q0, sw, pw, 8)
+
+
+@njit(inline="always")
+def _qdw_cvt_row(buf_p, bo, inp, xb, s_w, n_cols, ph0, q0, sw, pw, width):
+    # input columns [0, n_cols) of one row into a buffer row, phase by phase (constant strides)
+    for f in range(min(sw, n_cols)):
+        ph, q = ph0 + f, q0  # the phase and index of column f + pl, without dividing
+        if ph >= sw:
+            ph -= sw
+            q += 1
+        for ix in range(f, n_cols, sw):
+            _vqdw_load(buf_p, bo + (ph * pw + q) * VW, inp, xb + ix * s_w, 0, width)
+            q += 1
+
+
+@njit(inline="always")
+def _qdw_row(out, qparams, acc_p, wb_p, buf_p, roff, koff, n, oy, c0, width, out_zp, lo, hi):
+    # one output row's blocks of 8 (4) pixels for channels [c0, c0 + width)
+    kh, kw = roff.shape[0], koff.shape[0]
+    ow = out.shape[2]
+    o_n, o_h, o_w = out.strides[0], out.strides[1], out.strides[2]
+    px = 0
+    while px < ow:
+        left = ow - px
+        mr = 8 if left > 4 else 4
+        vzero(acc_p, 128)
+        for ky in range(kh):
+            ro = roff[ky] + px * VW
+            for kx in range(kw):
+                xo = ro + koff[kx]
+                if mr == 8:
+                    _vqdw_taps(acc_p, buf_p, xo, wb_p, (ky * kw + kx) * VW, 8)
+                else:
+                    _vqdw_taps(acc_p, buf_p, xo, wb_p, (ky * kw + kx) * VW, 4)
+        _qdw_store(acc_p, mr, min(mr, left), out, n * o_n + oy * o_h + px * o_w + c0, o_w, qparams, c0,
+                   out_zp, lo, hi, width)
+        px += mr
+
+
 def _qdw_supports(ctx: OpContext) -> str | None:
     return (version_ok(ctx) or _four_d(ctx, 0) or quant_conv_types(ctx, 0, 1, 2, 3)
             or _filter_offset_problem(ctx, 1, allow_int8_zp=False) or fused_activation_problem(ctx)
             or _dw_geometry_problem(ctx))
 
 
+# _qdw_simd's stack buffers (filter block and row buffer, float32) stay within this many bytes.
+QDW_SIMD_STACK = 128 * 1024
+
+
+def _qdw_simd_stack(ctx: OpContext) -> int:
+    _, kh, kw, _ = ctx.inputs[1].shape
+    p = _conv_params(ctx)
+    rows = qdw_ring(kh, p["dh"]) + 1
+    pw = -(-qdw_buffer_width(p["ow"], kw, p["sw"], p["dw"]) // p["sw"])
+    return (kh * kw + rows * p["sw"] * pw) * VW * 4
+
+
+def _qdw_simd_ok(ctx: OpContext) -> bool:
+    """Whether _qdw_simd takes this layer: multiplier 1, >= 8 channels, stack buffers within
+    QDW_SIMD_STACK, shifts it can apply (<= 31), and float32 sums that are exact (qgemm's bound:
+    max|x| * sum over taps |w + w_off| <= 2^24 for every channel, x any input code or the zero point)."""
+    x, w = ctx.inputs[0], ctx.inputs[1]
+    _, kh, kw, oc = w.shape
+    if oc != x.shape[3] or oc < 8 or _qdw_simd_stack(ctx) > QDW_SIMD_STACK:
+        return False
+    p = _conv_params(ctx)
+    if p["oh"] * p["ow"] == 1:
+        # one output pixel (streaming wake-word models, 21x1 filters): the buffers' setup costs
+        # more than _qdepthwise's whole loop (measured 0.8-1.15x)
+        return False
+    if int(np.max(_requant_arrays(ctx, 0, 1, oc)[1])) > 31:
+        return False
+    w_off = _filter_offset(ctx, 1, allow_int8_zp=False)
+    x_max = max(abs(int(np.iinfo(x.dtype).min)), int(np.iinfo(x.dtype).max))
+    wsum = np.abs(np.asarray(w.data, np.int64).reshape(kh * kw, oc) + w_off).sum(axis=0)
+    return x_max * int(wsum.max()) <= 1 << 24  # qgemm.EXACT_LIMIT
+
+
 def _qdw_fast(ctx: OpContext) -> bool:
-    """Whether the geometry suits _qdepthwise3x3: 3x3, stride 1, multiplier 1, and at least two
-    pixels per pass (measured, 1 thread: 3.4x faster at 8 channels, 1.5x at 32, 0.75x at 64,
-    where _qdepthwise's channel loops are already full vectors)."""
+    """Whether the geometry suits _qdepthwise3x3 (and _qdw_simd does not take it): 3x3, stride 1,
+    multiplier 1, and at least two pixels per pass (measured, 1 thread: 3.4x faster than
+    _qdepthwise at 8 channels, 1.5x at 32, 0.75x at 64, where its channel loops are full vectors)."""
     p = _conv_params(ctx)
     w = ctx.inputs[1].shape
     return ((w[1], w[2], p["sh"], p["sw"]) == (3, 3, 1, 1) and w[3] == ctx.inputs[0].shape[3]
-            and _qdw_block(w[3]) >= 2)
+            and _qdw_block(w[3]) >= 2 and not _qdw_simd_ok(ctx))
 
 
 def _qdw_fast_layout(c: int) -> tuple[int, int, int]:
@@ -1666,7 +1954,7 @@ def _qdw_fast_layout(c: int) -> tuple[int, int, int]:
 
 def _qdw_scratch(ctx: OpContext) -> int:
     c = ctx.outputs[0].shape[3]
-    return _qdw_fast_layout(c)[2] if _qdw_fast(ctx) else c * 4
+    return _qdw_fast_layout(c)[2] if _qdw_fast(ctx) else 0
 
 
 def _flat_rows(a: np.ndarray) -> np.ndarray | None:
@@ -1685,17 +1973,23 @@ def _qdw_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None)
     mult, shift = _requant_arrays(ctx, 0, 1, oc)
     out_zp, lo, hi = quantized_out_range(ctx)
     bias = _int32_or_zeros(bias, oc)
-    acc = _i32_scratch(scratch, oc)
     in_off, w_off = _in_offset(ctx, 0), _filter_offset(ctx, 1, allow_int8_zp=False)
+    if _qdw_simd_ok(ctx) and inp.strides[3] == w.strides[3] == out.strides[3] == 1:
+        wsum = (np.asarray(w, np.int64).reshape(-1, oc) + w_off).sum(axis=0)
+        qparams = np.stack([_bias_eff(bias, wsum, 0, in_off, w_off), mult, shift]).astype(np.int32)
+        return _qdw_simd, (inp, w, qparams, out, w_off, -in_off, out_zp, lo, hi,
+                           p["sh"], p["sw"], p["dh"], p["dw"], p["pt"], p["pl"],
+                           qdw_buffer_width(p["ow"], w.shape[2], p["sw"], p["dw"]))
     xrows, orows = _flat_rows(inp), _flat_rows(out)
     if _qdw_fast(ctx) and xrows is not None and orows is not None:
+        acc = _i32_scratch(scratch, oc)
         lanes, w_at, _ = _qdw_fast_layout(oc)
         reps = scratch[oc * 4:oc * 4 + 3 * lanes * 4].view(np.int32).reshape(3, lanes)
         wrep = scratch[w_at:w_at + 9 * lanes * 2].view(np.int16).reshape(9, lanes)
         return _qdepthwise3x3, (inp, w, bias, out, xrows, orows, wrep, reps[0], reps[1], reps[2], acc, mult, shift,
                                 in_off, w_off, out_zp, lo, hi, p["pt"], p["pl"], p["dh"], p["dw"])
     return _qdepthwise, (
-        inp, w, bias, out, acc, mult, shift, in_off, w_off, out_zp, lo, hi,
+        inp, w, bias, out, mult, shift, in_off, w_off, out_zp, lo, hi,
         p["sh"], p["sw"], p["dh"], p["dw"], p["pt"], p["pl"], oc // inp.shape[3],
     )
 

@@ -188,7 +188,7 @@ def _as_i32(builder, v):
 
 
 def vrequantize(builder, acc, mult, shift, zp, lo, hi):
-    """The <n x i32> accumulators requantized lane by lane, bit for bit as conv.requantize(...,
+    """The <n x i32> accumulators requantized lane by lane, bit for bit as fixedpoint.requantize(...,
     single=False): MultiplyByQuantizedMultiplier with double rounding, + zp, clamped to [lo, hi].
 
     mult, shift: <n x i32> per lane (every shift <= 31); zp, lo, hi: integer scalars. The clamp runs
