@@ -136,3 +136,64 @@ def test_dot_and_older_paths_agree_on_a_real_model(monkeypatch):
     monkeypatch.setattr(conv, "has_vnni", lambda: False)
     off = run_edgert(path.read_bytes(), [x])[0]
     np.testing.assert_array_equal(on, off)
+
+
+# ------------------------------------------------ qgemv: one output pixel / FC row at a time
+
+GEMV_CONV_CASES = {
+    # streaming wake-word shapes: the whole window is the filter, one output pixel
+    "5x1-c40-o32-valid": ((1, 5, 1, 40), 32, 5, 1, dict(padding="VALID")),  # K = 200: 3 chunks + 8
+    "1x1-c64-o64": ((1, 1, 1, 64), 64, 1, 1, dict(act="RELU")),  # K = 64: one chunk, 8 blocks of 8
+    "1x1-c32-o61": ((1, 1, 1, 32), 61, 1, 1, dict()),  # blocks of 8 and single rows
+    "3x3-same-2x1-image": ((1, 2, 1, 9), 12, 3, 3, dict(act="RELU6")),  # padding taps, 2 pixels
+    "1x1-c130-o5": ((1, 1, 3, 130), 5, 1, 1, dict(act="RELU_N1_TO_1")),  # 3 pixels
+}
+
+
+@pytest.mark.parametrize("name", GEMV_CONV_CASES)
+def test_gemv_conv_taken_and_exact(name, dot_path):
+    from edgert.kernels.qdot import qgemv
+
+    in_shape, o, kh, kw, kw_ = GEMV_CONV_CASES[name]
+    model = conv_model(np.int8, in_shape, o, kh, kw, **kw_)
+    x = rand(np.int8, in_shape)
+    assert bind_one(model, [x]).fn is qgemv
+    assert_exact(model, [x])
+
+
+def test_gemv_conv_saturates(dot_path):
+    in_shape, o, kh, kw, kw_ = GEMV_CONV_CASES["5x1-c40-o32-valid"]
+    model = conv_model(np.int8, in_shape, o, kh, kw, **dict(kw_, s_in=0.5, s_out=0.0005, zp_in=0, zp_out=0))
+    x = np.where(RNG.integers(0, 2, in_shape) == 1, 127, -128).astype(np.int8)
+    ref = assert_exact(model, [x])
+    assert (ref == 127).any() and (ref == -128).any()
+
+
+@pytest.mark.parametrize("name", ["per-channel-relu", "no-bias", "flattened-4d-input", "relu-n1-to-1"])
+def test_gemv_fully_connected_exact(name, dot_path):
+    # LiteRT rounds int8 FULLY_CONNECTED once (the `single` flag): exact equality checks that too
+    from edgert.kernels.qdot import qgemv
+    from test_kernels_conv_quant import FC_CASES, fc_model
+
+    batch, i, o, kw_ = FC_CASES[name]
+    model, in_shape = fc_model(np.int8, batch, i, o, **kw_)
+    x = rand(np.int8, in_shape)
+    assert bind_one(model, [x]).fn is qgemv
+    assert_exact(model, [x])
+
+
+def test_gemv_not_taken_for_filter_zero_point(dot_path):
+    from edgert.kernels.qdot import qgemv
+    from test_kernels_conv_quant import FC_CASES, fc_model
+
+    batch, i, o, kw_ = FC_CASES["per-tensor-int8-filter-zp"]
+    model, in_shape = fc_model(np.int8, batch, i, o, **kw_)
+    x = rand(np.int8, in_shape)
+    assert bind_one(model, [x]).fn is not qgemv
+    assert_exact(model, [x])
+
+
+def test_gemv_allocates_nothing(dot_path):
+    in_shape, o, kh, kw, kw_ = GEMV_CONV_CASES["5x1-c40-o32-valid"]
+    fn, args, *_ = bind_one(conv_model(np.int8, in_shape, o, kh, kw, **kw_), [rand(np.int8, in_shape)])
+    assert_no_allocation(fn, args, calls=3)

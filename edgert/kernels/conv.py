@@ -40,7 +40,7 @@ from edgert.kernels.qgemm import KV as QGEMM_KV
 from edgert.kernels.qgemm import MR as QGEMM_MR
 from edgert.kernels.qgemm import SIMD_MAX_K as QSIMD_MAX_K
 from edgert.kernels.qgemm import XBUF as QXBUF
-from edgert.kernels.qdot import dot_bias, dot_delta, dot_fits, dot_segments, has_vnni, qconv_dot
+from edgert.kernels.qdot import GEMV_MAX_K, dot_bias, dot_delta, dot_fits, dot_segments, has_vnni, qconv_dot, qgemv
 from edgert.kernels.qgemm import _qsimd_taps, _qsimd_taps_rows, gemm_block, k_chunks, operand_max, simd_exact
 from edgert.kernels.matvec import fc_matvec, matvec_ok
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
@@ -1378,6 +1378,16 @@ def _qdot_ok(ctx: OpContext, pixels: int) -> bool:
     return _qdot_flat(ctx) or dot_fits(n_o, kh, kw, c, ctx.inputs[0].shape[2], p["ow"], p["sw"], p["dw"], p["pl"])
 
 
+def _qgemv_ok(ctx: OpContext, x_pos: int, w_pos: int) -> bool:
+    """Whether qdot.qgemv takes this CONV_2D (or FULLY_CONNECTED: x_pos, w_pos its input and filter
+    positions): a VNNI CPU, int8 input and symmetric int8 filter, a patch within its stack buffer."""
+    x, w = ctx.inputs[x_pos], ctx.inputs[w_pos]
+    if not has_vnni() or x.dtype != np.int8 or w.dtype != np.int8 or w.data is None:
+        return False
+    k = int(np.prod(w.shape[1:]))
+    return k <= GEMV_MAX_K and _filter_offset(ctx, w_pos, allow_int8_zp=False) == 0
+
+
 def _qconv_path(ctx: OpContext) -> str:
     n_o, kh, kw, c = ctx.inputs[1].shape
     # outer repacks its weights and starts a parallel loop on every call: a loss for one output
@@ -1385,6 +1395,8 @@ def _qconv_path(ctx: OpContext) -> str:
     pixels = ctx.outputs[0].size // max(1, ctx.outputs[0].shape[-1])
     if _qdot_ok(ctx, pixels):
         return "dot"
+    if _qgemv_ok(ctx, 0, 1):
+        return "gemv"
     if _qsimd_ok(ctx, pixels):
         return "simd"
     if kh * kw * c < OUTER_MAX_K and n_o >= OUTER_MIN_O and pixels > 1:
@@ -1429,7 +1441,7 @@ def _outer_acc_offset(k: int, n_o: int) -> int:
 def _qconv_scratch(ctx: OpContext) -> int:
     n_o, kh, kw, c = ctx.inputs[1].shape
     path = _qconv_path(ctx)
-    if path in ("simd", "dot"):
+    if path in ("simd", "dot", "gemv"):
         return 0
     if path == "outer":
         # int16 repacked weights, then an int32 accumulator row per numba thread (prange)
@@ -1452,6 +1464,10 @@ def _qconv_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | Non
     mult, shift = _requant_arrays(ctx, 0, 1, n_o)
     out_zp, lo, hi = quantized_out_range(ctx)
     path = _qconv_path(ctx)
+    if path == "gemv":
+        w2 = np.reshape(w, (n_o, kh * kw * c), copy=False)
+        return qgemv, (inp, w2, dot_bias(w2, bias, in_off, 128), out, mult, shift, out_zp, lo, hi, False,
+                       kh, kw, p["sh"], p["sw"], p["dh"], p["dw"], p["pt"], p["pl"], in_off)
     if path == "dot":
         w2 = np.reshape(w, (n_o, kh * kw * c), copy=False)
         delta = dot_delta(inp.dtype)
@@ -2076,7 +2092,7 @@ def _qfc_supports(ctx: OpContext) -> str | None:
 
 
 def _qfc_scratch(ctx: OpContext) -> int:
-    return ctx.inputs[1].shape[0] * 4
+    return 0 if _qgemv_ok(ctx, 0, 1) else ctx.inputs[1].shape[0] * 4
 
 
 def _qfc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None) -> Step:
@@ -2090,6 +2106,9 @@ def _qfc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None)
     x, y = _rows_of(inp, i), _rows_of(outs[0], o)
     if x is None or y is None or w.strides[-1] != w.itemsize:
         raise ValueError("FULLY_CONNECTED operands cannot be viewed as matrices without a copy")
+    if _qgemv_ok(ctx, 0, 1):  # rows as [rows, 1, 1, K] images of a 1x1 conv
+        return qgemv, (x.reshape(-1, 1, 1, i), w, dot_bias(w, bias, in_off, 128), y.reshape(-1, 1, 1, o), mult, shift,
+                       out_zp, lo, hi, True, 1, 1, 1, 1, 1, 1, 0, 0, in_off)
     bias_eff = _bias_eff(bias, np.asarray(w, np.int64).sum(axis=1), i, in_off, w_off)
     return _qdot_rows, (x, w, bias_eff, w_off, y, 0, mult, shift, out_zp, lo, hi, True, _i32_scratch(scratch, o))
 

@@ -34,6 +34,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from edgert.kernels.fixedpoint import requantize
@@ -164,6 +165,22 @@ def _qdot(typingctx, acc, xb, xi, xstep, wb, wi, wstep, mr, nv):
 def _qp_vec(builder, qp_p, qoff, k, vt):
     # row k (0 corr, 1 multiplier, 2 shift) of the block whose parameters start at element qoff
     return builder.load(block_ptr(builder, qp_p, builder.add(qoff, ir.Constant(I64_IR, k * VW)), vt), align=4)
+
+
+@intrinsic
+def _acc_zero(typingctx, acc, n):
+    """acc[0:n] = 0 (int32, literal n a multiple of 16): vector stores, so the blocks stay in registers."""
+    if not isinstance(n, types.IntegerLiteral):
+        return None
+    count = n.literal_value
+
+    def codegen(context, builder, sig, args):
+        vt = ir.VectorType(I32_IR, VW)
+        for off in range(0, count, VW):
+            builder.store(ir.Constant(vt, None), block_ptr(builder, args[0], off, vt), align=4)
+        return context.get_dummy_value()
+
+    return types.none(acc, n), codegen
 
 
 @intrinsic
@@ -399,3 +416,110 @@ def qconv_dot(inp, flat, w2, w32, corr, out, mult, shift, out_zp, lo, hi, kh, kw
                             _store(acc_p, qp_p, b, out_zp, lo, hi, out, codes, n, oy, px, n_o, mr, 1, 0)
                     px += mr
                 ob += 2 if pair else 1
+
+
+# ------------------------------------------------ one output pixel at a time (matrix-vector)
+#
+# Streaming models (wake words) and classifier heads run int8 convs with 1-3 output pixels and
+# FULLY_CONNECTED with a row or a few. Packing the filter per call (qconv_dot) would cost as much as
+# the sums there, so these take the filter rows as stored: per output channel, 64 input bytes
+# against 64 filter bytes per vpdpbusd (lanes along K), then one horizontal add. Same arithmetic
+# as above: bytes x + 128 against the int8 filter, the zero-point correction in `corr`.
+
+GEMV_MAX_K = 64 * 1024  # bytes of one output pixel's input patch (a stack buffer)
+
+
+@intrinsic
+def _dot64(typingctx, acc, ub, ui, w2, wi, wstep, cnt, rows):
+    """For r < rows (literal): acc block r (<16 x i32> at acc + 16r) += dot4 lanes of the 64 bytes
+    ub[ui:] (uint8, read whole) against the cnt <= 64 bytes at byte wi + r*wstep of w2's data
+    (int8 filter row r of the block; bytes past cnt read as 0 and not loaded). Several rows at
+    once: independent accumulator chains, and each input chunk loaded once."""
+    if not isinstance(rows, types.IntegerLiteral):
+        return None
+    n_rows = rows.literal_value
+
+    def codegen(context, builder, sig, args):
+        acc_p, ub_p, ui_v, w_a, wi_v, ws_v, cnt_v = args[:7]
+        bt = ir.VectorType(I8_IR, 4 * VW)
+        vt = ir.VectorType(I32_IR, VW)
+        xv = builder.load(builder.bitcast(builder.gep(ub_p, [ui_v]), bt.as_pointer()), align=1)
+        lanes = ir.Constant(ir.VectorType(I64_IR, 4 * VW), list(range(4 * VW)))
+        mask = builder.icmp_signed("<", lanes, splat(builder, cnt_v, ir.VectorType(I64_IR, 4 * VW)))
+        base = array_bytes(context, builder, sig.args[3], w_a)
+        fnty = ir.FunctionType(bt, [bt.as_pointer(), I32_IR, mask.type, bt])
+        mload = cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.load.v64i8.p0")
+        vnni = has_vnni()
+        for r in range(n_rows):
+            wptr = byte_ptr(builder, base, strided(builder, wi_v, ws_v, r), bt)
+            wv = builder.call(mload, [wptr, ir.Constant(I32_IR, 1), mask, ir.Constant(bt, None)])
+            ap = block_ptr(builder, acc_p, r * VW, vt)
+            builder.store(_dot4(builder, builder.load(ap, align=4), xv, wv, vnni), ap, align=4)
+        return context.get_dummy_value()
+
+    return types.none(acc, ub, types.int64, w2, types.int64, types.int64, types.int64, rows), codegen
+
+
+@intrinsic
+def _hsum(typingctx, acc, r):
+    """The sum of the 16 int32 lanes of acc block r (at acc + 16r), as int32 (wrapping)."""
+    def codegen(context, builder, sig, args):
+        vt = ir.VectorType(I32_IR, VW)
+        v = builder.load(block_ptr(builder, args[0], builder.mul(args[1], ir.Constant(I64_IR, VW)), vt), align=4)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(I32_IR, [vt]), "llvm.vector.reduce.add.v16i32")
+        return builder.call(fn, [v])
+
+    return types.int32(acc, types.int64), codegen
+
+
+@njit(nogil=True, cache=True)
+def qgemv(inp, w2, corr, out, mult, shift, out_zp, lo, hi, single, kh, kw, sh, sw, dh, dw, pt, pl, in_off):
+    """int8 CONV_2D (or FULLY_CONNECTED as a 1x1 conv over [rows, 1, 1, K]) one output pixel at a
+    time: its input patch as bytes x + 128 (padding taps 128 - in_off, i.e. x + in_off = 0) on the
+    stack, a vpdpbusd dot product per output channel against the filter row as stored, then
+    requantize (`single`: FULLY_CONNECTED's single rounding) into out[n, oy, ox, :]."""
+    n_b, h, wd, c = inp.shape
+    n_o, k = w2.shape
+    oh, ow = out.shape[1], out.shape[2]
+    kp = (k + 63) // 64 * 64
+    ub_p = stack_buf_dyn(kp, np.uint8)
+    ub = numba.carray(ub_p, (kp,))
+    acc_p = stack_buf(128, np.int32)
+    sums = numba.carray(stack_buf_dyn(n_o, np.int32), (n_o,))
+    s_o = w2.strides[0]
+    pad = np.uint8(128 - in_off)
+    for i in range(k, kp):
+        ub[i] = np.uint8(0)
+    for n in range(n_b):
+        for oy in range(oh):
+            for ox in range(ow):
+                for ky in range(kh):
+                    iy = oy * sh - pt + ky * dh
+                    for kx in range(kw):
+                        ix = ox * sw - pl + kx * dw
+                        t = (ky * kw + kx) * c
+                        if iy < 0 or iy >= h or ix < 0 or ix >= wd:
+                            for ci in range(c):
+                                ub[t + ci] = pad
+                        else:
+                            for ci in range(c):
+                                ub[t + ci] = np.uint8(np.int32(inp[n, iy, ix, ci]) + 128)
+                o = 0
+                while o < n_o:
+                    if o + 8 <= n_o:
+                        _acc_zero(acc_p, 128)
+                        for k0 in range(0, k, 64):
+                            _dot64(acc_p, ub_p, k0, w2, o * s_o + k0, s_o, min(64, k - k0), 8)
+                        for r in range(8):
+                            sums[o + r] = _hsum(acc_p, r)
+                        o += 8
+                    else:
+                        _acc_zero(acc_p, 16)
+                        for k0 in range(0, k, 64):
+                            _dot64(acc_p, ub_p, k0, w2, o * s_o + k0, s_o, min(64, k - k0), 1)
+                        sums[o] = _hsum(acc_p, 0)
+                        o += 1
+                dst = out[n, oy, ox]
+                for o in range(n_o):
+                    dst[o] = requantize(np.int32(np.int64(sums[o]) + corr[o]), mult[o], shift[o], out_zp, lo, hi,
+                                        single)
