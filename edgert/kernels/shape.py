@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Callable, Sequence
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -1012,3 +1013,126 @@ def register(registry: KernelRegistry) -> None:
     registry.add(KernelEntry("GATHER", _supports_gather, _bind_gather))
     registry.add(KernelEntry("GATHER_ND", _supports_gather_nd, _bind_gather_nd))
     registry.add(KernelEntry("CAST", _supports_cast, _bind_cast, inplace=_cast_inplace))
+
+
+# ----------------------------------------------------------------------------------------------
+# consecutive data-movement steps fused into one call
+#
+# Streaming models run long sequences of small copies (READ_VARIABLE, the STRIDED_SLICE of a
+# sliding window, ASSIGN_VARIABLE, CONCATENATION, RESHAPE), each a separate step costing about
+# 0.3-0.5 µs of call and argument unboxing for a few hundred bytes. Within one arena every such
+# copy is a box of bytes of the one buffer, so a run of them becomes a single job table.
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def run_byte_jobs(buf, jobs):
+    """Runs a byte-level job table on one buffer, in order: COPY/SELF_COPY rows copy a box of bytes
+    (src_off to dst_off), FILL rows fill one with the byte in the src_off column."""
+    for j in range(jobs.shape[0]):
+        row = jobs[j]
+        n = row[3:3 + 8]
+        ss = row[11:11 + 8]
+        ds = row[19:19 + 8]
+        if row[0] == FILL:
+            _fill_box(buf, row[2], n, ds, np.uint8(row[1]))
+        else:
+            _box(buf, row[1], buf, row[2], n, ss, ds)
+
+
+def _offset_in(buf: np.ndarray, a: np.ndarray) -> int | None:
+    """Byte offset of a's first element in buf when every element of a lies inside buf, else None."""
+    if a.size == 0 or any(s < 0 for s in a.strides):
+        return None
+    start = a.__array_interface__["data"][0] - buf.__array_interface__["data"][0]
+    end = start + sum((n - 1) * s for n, s in zip(a.shape, a.strides)) + a.itemsize
+    return start if start >= 0 and end <= buf.nbytes else None
+
+
+def _byte_row(kind: int, so: int, do: int, n, ss, ds, itemsize: int) -> np.ndarray | None:
+    """An element-level box (MAX_RANK dims, element strides) as a byte-level job row, or None when
+    its rank leaves no room for the element's bytes."""
+    n, ss, ds = list(n), [s * itemsize for s in ss], [s * itemsize for s in ds]
+    if itemsize > 1:
+        if n[-1] == 1 or (ss[-1] == itemsize and ds[-1] == itemsize):
+            n[-1] *= itemsize
+            ss[-1] = ds[-1] = 1
+        elif n[0] == 1:
+            n, ss, ds = n[1:] + [itemsize], ss[1:] + [1], ds[1:] + [1]
+        else:
+            return None
+    row = np.zeros(_ROW, np.int64)
+    row[:3] = kind, so, do
+    row[3:11], row[11:19], row[19:27] = n, ss, ds
+    return row
+
+
+def _box_of(a: np.ndarray) -> tuple[list[int], list[int]] | None:
+    """(shape, element strides) of array a padded to MAX_RANK dims, or None if it has more."""
+    if a.ndim > MAX_RANK or any(s % a.itemsize for s in a.strides):
+        return None
+    pad = MAX_RANK - a.ndim
+    return [1] * pad + list(a.shape), [0] * pad + [s // a.itemsize for s in a.strides]
+
+
+def _move_rows(fn, args, buf: np.ndarray) -> list[np.ndarray] | None:
+    """A step as byte-level job rows on buf, or None when it is not a pure move inside buf."""
+    if fn is np.copyto and len(args) == 2:
+        dst, src = args
+        if (type(dst) is not np.ndarray or type(src) is not np.ndarray or dst.dtype != src.dtype
+                or dst.shape != src.shape or np.may_share_memory(dst, src)):
+            return None
+        do, so, db, sb = _offset_in(buf, dst), _offset_in(buf, src), _box_of(dst), _box_of(src)
+        if do is None or so is None or db is None or sb is None:
+            return None
+        row = _byte_row(COPY, so, do, db[0], sb[1], db[1], dst.itemsize)
+        return None if row is None else [row]
+    if fn is run_jobs and len(args) == 4:
+        src, dst, jobs, fill = args
+        base_s, base_d = _offset_in(buf, src), _offset_in(buf, dst)
+        if base_s is None or base_d is None or src.dtype != dst.dtype or src.ndim != 1 or dst.ndim != 1:
+            return None
+        size = dst.itemsize
+        fill_bytes = np.asarray(fill).reshape(-1)[:1].tobytes()
+        rows = []
+        for job_row in np.asarray(jobs):
+            kind, so, do = (int(v) for v in job_row[:3])
+            n, ss, ds = job_row[3:11], job_row[11:19], job_row[19:27]
+            if kind == FILL:
+                if len(set(fill_bytes)) != 1:  # a multi-byte value whose bytes differ: not a byte fill
+                    return None
+                row = _byte_row(FILL, fill_bytes[0], base_d + do * size, n, ds, ds, size)
+            else:
+                row = _byte_row(COPY, (base_s if kind == COPY else base_d) + so * size, base_d + do * size,
+                                n, ss, ds, size)
+            if row is None:
+                return None
+            rows.append(row)
+        return rows
+    return None
+
+
+def fuse_moves(steps: Sequence[Step], buf: np.ndarray) -> list[Step]:
+    """steps with every run of two or more consecutive pure moves inside `buf` (the executor's
+    arena) replaced by one run_byte_jobs step doing the same copies in the same order. The fused
+    steps are compiled here, so run() never compiles."""
+    out: list[Step] = []
+    pending: list[tuple[Step, list[np.ndarray]]] = []
+
+    def flush() -> None:
+        if len(pending) >= 2:
+            table = np.ascontiguousarray(np.stack([r for _, rows in pending for r in rows]))
+            run_byte_jobs.compile((numba.typeof(buf), numba.typeof(table)))
+            out.append((run_byte_jobs, (buf, table)))
+        else:
+            out.extend(step for step, _ in pending)
+        pending.clear()
+
+    for fn, args in steps:
+        rows = _move_rows(fn, args, buf)
+        if rows is None:
+            flush()
+            out.append((fn, args))
+        else:
+            pending.append(((fn, args), rows))
+    flush()
+    return out

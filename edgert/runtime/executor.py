@@ -22,6 +22,7 @@ from edgert.errors import BudgetExceeded, PlanError, RequestError
 from edgert.kernels.conv import fc_chain_layer
 from edgert.kernels.matvec import bind_chain
 from edgert.kernels.registry import KernelRegistry, OpContext, Step, default_registry
+from edgert.kernels.shape import fuse_moves
 from edgert.model.graph import Graph, Quantization, Subgraph
 from edgert.model.reader import load_model
 from edgert.runtime.shapes import with_input_shapes
@@ -146,17 +147,23 @@ def _direct_step(fn: Callable, args: tuple) -> Step:
     return (fn, args) if entry is None else (entry, args)
 
 
-def _direct_steps(steps: Sequence[Step]) -> list[Step]:
-    """The steps run() calls: Python drivers that declare `as_steps` expanded into their calls, each
-    call made direct (_direct_step). Done after warm-up, when every kernel has its overload."""
+def _expanded(steps: Sequence[Step]) -> list[Step]:
+    """Python drivers that declare `as_steps` replaced by the calls they make."""
     out: list[Step] = []
     for fn, args in steps:
         expand = getattr(fn, "as_steps", None)
-        if expand is not None:
-            out += _direct_steps(expand(*args))
-        else:
-            out.append(_direct_step(fn, args))
+        out += _expanded(expand(*args)) if expand is not None else [(fn, args)]
     return out
+
+
+def _direct_steps(steps: Sequence[Step], arena: np.ndarray | None = None) -> list[Step]:
+    """The steps run() calls: drivers expanded into their calls, runs of consecutive copies inside
+    the arena fused into one (shape.fuse_moves), each call made direct (_direct_step). Done after
+    warm-up, when every kernel has its overload."""
+    flat = _expanded(steps)
+    if arena is not None:
+        flat = fuse_moves(flat, arena)
+    return [_direct_step(fn, args) for fn, args in flat]
 
 
 def _is_noop(sg: Subgraph, op_index: int, p: MemoryPlan) -> bool:
@@ -217,9 +224,9 @@ def _fc_chain(sg: Subgraph, run: Sequence[int], j: int, readers: Mapping[int, in
 _SEQUENCES = (list, tuple)
 
 
-def _prepare(m: _Model) -> None:
+def _prepare(m: _Model, arena: np.ndarray) -> None:
     """Fill in what run() uses: the direct steps and the input slots."""
-    m.run_steps = _direct_steps(m.steps)
+    m.run_steps = _direct_steps(m.steps, arena)
     m.input_slots = tuple((view, spec.dtype, tuple(spec.shape)) for view, spec in zip(m.input_views, m.inputs))
 
 
@@ -296,11 +303,11 @@ class Executor:
 
     def _prepare_all(self) -> None:
         for m in self._base.values():
-            _prepare(m)
+            _prepare(m, self.arena.buffer)
         for variants in self._variants.values():
             for v in variants.values():
                 if v.bound is not None:
-                    _prepare(v.bound)
+                    _prepare(v.bound, self.arena.buffer)
 
     def _bind_variant(self, name: str, v: _Variant) -> _Model:
         m = self._bind(name, v.graph, v.plan, v.persistent_offset, self._states[name])
@@ -581,7 +588,7 @@ class Executor:
                 fn(*args)
         finally:
             self.arena.region("persistent")[...] = saved
-        _prepare(v.bound)
+        _prepare(v.bound, self.arena.buffer)
         self._variants[name][key] = v
         self.persistent_bytes, self.activation_bytes = persistent, activation
         self.arena_bytes = persistent + activation
