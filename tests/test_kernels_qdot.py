@@ -14,6 +14,7 @@ import pytest
 from edgert.kernels import conv
 from edgert.kernels.qdot import MAX_ROW_BUFFER, dot_fits, qconv_dot
 from edgert.model.reader import load_model
+from edgert.runtime.executor import Executor
 from oneop import assert_close_quant, assert_no_allocation, bind_one, reference_outputs, run_edgert, run_one
 from test_kernels_conv_quant import CONV_CASES, RNG, assert_exact, conv_model, rand
 
@@ -197,3 +198,60 @@ def test_gemv_allocates_nothing(dot_path):
     in_shape, o, kh, kw, kw_ = GEMV_CONV_CASES["5x1-c40-o32-valid"]
     fn, args, *_ = bind_one(conv_model(np.int8, in_shape, o, kh, kw, **kw_), [rand(np.int8, in_shape)])
     assert_no_allocation(fn, args, calls=3)
+
+
+# ------------------------------------------------ chains of int8 FULLY_CONNECTED (qfc_chain)
+
+
+def _qchain_model(widths, rows=1, acts=None, per_channel=True, expose=(), seed=0):
+    from edgert.model.builder import ModelBuilder, quant
+
+    rng = np.random.default_rng(seed)
+    n = len(widths) - 1
+    acts = acts or ["RELU"] * n
+    b = ModelBuilder()
+    s_in, zp_in = 0.05, 3
+    cur = b.input("x", (rows, widths[0]), np.int8, quant(s_in, zp_in))
+    outs = []
+    for layer in range(n):
+        i, o = widths[layer], widths[layer + 1]
+        s_w = rng.uniform(0.002, 0.02, o) if per_channel else np.array([0.01])
+        w = b.const(f"w{layer}", rng.integers(-127, 128, (o, i)).astype(np.int8),
+                    quant(list(s_w) if per_channel else float(s_w[0]), [0] * len(s_w), 0))
+        bias = b.const(f"b{layer}", rng.integers(-3000, 3000, o).astype(np.int32),
+                       quant(list(s_w * s_in) if per_channel else float(s_w[0] * s_in), [0] * len(s_w), 0))
+        s_out, zp_out = float(rng.uniform(0.05, 0.3)), int(rng.integers(-20, 20))
+        y = b.tensor(f"y{layer}", (rows, o), np.int8, quant(s_out, zp_out))
+        b.op("FULLY_CONNECTED", [cur, w, bias], [y], options={"fused_activation_function": acts[layer]}, version=4)
+        if layer + 1 in expose:
+            outs.append(y)
+        cur, s_in = y, s_out
+    b.output(*outs, cur)
+    return b.build()
+
+
+QCHAIN_CASES = [
+    ([640, 128, 8, 128, 640], 1, ["RELU", "RELU", "RELU", "NONE"]),  # the FC autoencoder's shape
+    ([37, 21, 5, 3], 3, ["RELU6", "RELU_N1_TO_1", "NONE"]),  # odd widths, 3 rows
+    ([70, 9, 66], 2, ["NONE", "RELU"]),
+]
+
+
+@pytest.mark.parametrize("widths,rows,acts", QCHAIN_CASES)
+def test_int8_fc_chain_is_one_step_and_exact(widths, rows, acts, dot_path):
+    model = _qchain_model(widths, rows, acts)
+    ex = Executor({"m": load_model(model)})
+    assert [getattr(fn, "__name__", fn) for fn, _ in ex._model("m").steps] == ["qfc_chain"]
+    for seed in range(3):
+        x = np.random.default_rng(seed).integers(-128, 128, (rows, widths[0])).astype(np.int8)
+        assert_close_quant(ex.run("m", [x])[0], reference_outputs(model, [x])[0], 0.0)
+
+
+def test_int8_fc_chain_not_fused_where_an_intermediate_is_observable(dot_path):
+    model = _qchain_model([40, 24, 16, 8], 1, expose=(1,))
+    ex = Executor({"m": load_model(model)})
+    names = [getattr(fn, "__name__", fn) for fn, _ in ex._model("m").steps]
+    assert names[0] == "qgemv" and names[1:] == ["qfc_chain"]
+    x = rand(np.int8, (1, 40))
+    for ours, ref in zip(ex.run("m", [x]), reference_outputs(model, [x])):
+        assert_close_quant(ours, ref, 0.0)

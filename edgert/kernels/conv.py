@@ -2113,6 +2113,20 @@ def _qfc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None)
     return _qdot_rows, (x, w, bias_eff, w_off, y, 0, mult, shift, out_zp, lo, hi, True, _i32_scratch(scratch, o))
 
 
+def qfc_chain_layer(entry: KernelEntry, ctx: OpContext, ins: list, outs: list) -> tuple | None:
+    """(x rows, filter, corr, mult, shift, out rows, zp, lo, hi) of an int8 FC that `entry` (the
+    registry's choice for it) runs with qdot.qgemv, for qdot.bind_qchain; None for any other op."""
+    if entry.bind is not _qfc_bind or len(ins) < 2 or ins[0] is None or not _qgemv_ok(ctx, 0, 1):
+        return None
+    w = ins[1]
+    o, i = w.shape
+    x, y = _rows_of(ins[0], i), _rows_of(outs[0], o)
+    if x is None or y is None or w.strides[-1] != w.itemsize:
+        return None
+    mult, shift = _requant_arrays(ctx, 0, 1, o)
+    return (x, w, dot_bias(w, _optional(ins, 2), _in_offset(ctx, 0), 128), mult, shift, y, *quantized_out_range(ctx))
+
+
 # ---------------------------------------------------------------- registration
 
 

@@ -270,7 +270,7 @@ def matvec_ok(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> bool:
             and x.strides[0] % 4 == 0 and y.strides[0] % 4 == 0 and w.dtype == x.dtype == y.dtype == np.float32)
 
 
-def _owner(a: np.ndarray) -> object:
+def buffer_owner(a: np.ndarray) -> object:
     """The object whose memory `a` views: the first array that owns its data, or the buffer object
     under it (a loaded model's constants all view one mmap, or the bytes it was read from)."""
     while isinstance(a.base, np.ndarray):
@@ -280,7 +280,7 @@ def _owner(a: np.ndarray) -> object:
     return a if a.base is None else a.base
 
 
-def _address(a: np.ndarray) -> int:
+def address_of(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
@@ -289,16 +289,16 @@ def _shared_span(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]] |
     object, 4-byte aligned) and each array's element offset into it; None when they are not so."""
     if not all(a.flags.c_contiguous and a.dtype == np.float32 for a in arrays):
         return None
-    owners = {id(_owner(a)) for a in arrays}
+    owners = {id(buffer_owner(a)) for a in arrays}
     if len(owners) != 1:
         return None
-    owner = _owner(arrays[0])
+    owner = buffer_owner(arrays[0])
     try:
         whole = owner.reshape(-1).view(np.uint8) if isinstance(owner, np.ndarray) else np.frombuffer(owner, np.uint8)
     except (TypeError, ValueError, AttributeError):
         return None
-    base = _address(whole)
-    starts = [_address(a) - base for a in arrays]
+    base = address_of(whole)
+    starts = [address_of(a) - base for a in arrays]
     lo = min(starts)
     hi = max(s + a.nbytes for s, a in zip(starts, arrays))
     if lo < 0 or hi > whole.nbytes or (base + lo) % 4 or any((s - lo) % 4 for s in starts) or (hi - lo) % 4:
@@ -337,8 +337,8 @@ def bind_chain(layers: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None,
     if found is None:
         return None
     span, offsets = found
-    base = _address(span)
-    prog = [len(layers), n_b, width, _address(x), x.strides[0] // 4, _address(out), out.strides[0] // 4]
+    base = address_of(span)
+    prog = [len(layers), n_b, width, address_of(x), x.strides[0] // 4, address_of(out), out.strides[0] // 4]
     it = iter(offsets)
     for _, w, b, _, code in layers:
         wa = base + 4 * next(it)

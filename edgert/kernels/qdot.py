@@ -38,6 +38,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from edgert.kernels.fixedpoint import requantize
+from edgert.kernels.matvec import address_of, buffer_owner
 from edgert.kernels.simd import (
     I32_IR,
     I64_IR,
@@ -444,8 +445,9 @@ def _dot64(typingctx, acc, ub, ui, w2, wi, wstep, cnt, rows):
         bt = ir.VectorType(I8_IR, 4 * VW)
         vt = ir.VectorType(I32_IR, VW)
         xv = builder.load(builder.bitcast(builder.gep(ub_p, [ui_v]), bt.as_pointer()), align=1)
-        lanes = ir.Constant(ir.VectorType(I64_IR, 4 * VW), list(range(4 * VW)))
-        mask = builder.icmp_signed("<", lanes, splat(builder, cnt_v, ir.VectorType(I64_IR, 4 * VW)))
+        # lane i loads when i < cnt: one byte compare (cnt <= 64 fits a byte)
+        lanes = ir.Constant(bt, list(range(4 * VW)))
+        mask = builder.icmp_signed("<", lanes, splat(builder, builder.trunc(cnt_v, I8_IR), bt))
         base = array_bytes(context, builder, sig.args[3], w_a)
         fnty = ir.FunctionType(bt, [bt.as_pointer(), I32_IR, mask.type, bt])
         mload = cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.load.v64i8.p0")
@@ -470,6 +472,33 @@ def _hsum(typingctx, acc, r):
         return builder.call(fn, [v])
 
     return types.int32(acc, types.int64), codegen
+
+
+@intrinsic
+def _hsum8(typingctx, acc, sums, o):
+    """sums[o + r] = the sum of the 16 int32 lanes of acc block r, r < 8 (wrapping): a reduction
+    tree over the 8 blocks together (halves of pairs added, then quarters, ...), about 30 vector
+    instructions instead of 8 separate horizontal adds."""
+    def codegen(context, builder, sig, args):
+        acc_p, sums_a, o_v = args
+        vt = ir.VectorType(I32_IR, VW)
+
+        def shuf(a, b, idx):
+            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(I32_IR, len(idx)), idx))
+
+        vs = [builder.load(block_ptr(builder, acc_p, r * VW, vt), align=4) for r in range(8)]
+        for width in (8, 4, 2):  # lanes per block after this level
+            lo = [i + j for i in range(0, 32, 2 * width) for j in range(width)]
+            hi = [i + width + j for i in range(0, 32, 2 * width) for j in range(width)]
+            vs = [builder.add(shuf(a, b, lo), shuf(a, b, hi)) for a, b in zip(vs[::2], vs[1::2])]
+        (v,) = vs  # lanes 2r, 2r+1: block r's last two partial sums
+        total = builder.add(shuf(v, v, list(range(0, 16, 2))), shuf(v, v, list(range(1, 16, 2))))
+        base = array_bytes(context, builder, sig.args[1], sums_a)
+        ptr = byte_ptr(builder, base, builder.mul(o_v, ir.Constant(I64_IR, 4)), total.type)
+        builder.store(total, ptr, align=4)
+        return context.get_dummy_value()
+
+    return types.none(acc, sums, types.int64), codegen
 
 
 @njit(nogil=True, cache=True)
@@ -510,8 +539,7 @@ def qgemv(inp, w2, corr, out, mult, shift, out_zp, lo, hi, single, kh, kw, sh, s
                         _acc_zero(acc_p, 128)
                         for k0 in range(0, k, 64):
                             _dot64(acc_p, ub_p, k0, w2, o * s_o + k0, s_o, min(64, k - k0), 8)
-                        for r in range(8):
-                            sums[o + r] = _hsum(acc_p, r)
+                        _hsum8(acc_p, sums, o)
                         o += 8
                     else:
                         _acc_zero(acc_p, 16)
@@ -523,3 +551,105 @@ def qgemv(inp, w2, corr, out, mult, shift, out_zp, lo, hi, single, kh, kw, sh, s
                 for o in range(n_o):
                     dst[o] = requantize(np.int32(np.int64(sums[o]) + corr[o]), mult[o], shift[o], out_zp, lo, hi,
                                         single)
+
+
+# ------------------------------------------------ chains of int8 FULLY_CONNECTED
+#
+# An MLP's layers (e.g. the FC autoencoder: 10 layers of 128-640) cost more in per-step call
+# overhead than in sums. A chain of int8 FCs whose intermediates only the next layer reads runs
+# as one step: the intermediate codes never leave the stack (as bytes + 128, ready for the next
+# layer's dot products), the filters are read in place from one span of the model file, and the
+# per-layer constants (corr, multiplier, shift) sit in one packed int32 array.
+
+QCHAIN_HEAD = 3  # layers, rows, widest layer input or output
+QCHAIN_REC = 7  # per layer: K, outputs, filter byte offset in the span, constants offset, zp, lo, hi
+
+
+@njit(nogil=True, cache=True)
+def qfc_chain(x, out, wspan, qp, prog):
+    """int8 FC layers in a row (program `prog`, see bind_qchain): x [B, K0] -> ... -> out
+    [B, O_last]; layer l's filter is the [O, K] bytes at prog's offset into wspan, its corr,
+    multiplier and shift qp[off : off + 3*O]; every layer rounds once, as LiteRT's FC."""
+    n_layers, n_b, width = prog[0], prog[1], prog[2]
+    kp = (width + 63) // 64 * 64
+    ub_a = stack_buf_dyn(kp, np.uint8)
+    ub_b = stack_buf_dyn(kp, np.uint8)
+    a = numba.carray(ub_a, (kp,))
+    bb = numba.carray(ub_b, (kp,))
+    acc_p = stack_buf(128, np.int32)
+    sums = numba.carray(stack_buf_dyn(width, np.int32), (width,))
+    for r in range(n_b):
+        k0 = prog[QCHAIN_HEAD]
+        src = x[r]
+        for i in range(k0):
+            a[i] = np.uint8(np.int32(src[i]) + 128)
+        for i in range(k0, kp):
+            a[i] = np.uint8(0)
+        for layer in range(n_layers):
+            rec = QCHAIN_HEAD + layer * QCHAIN_REC
+            k, n_o, woff, qoff = prog[rec], prog[rec + 1], prog[rec + 2], prog[rec + 3]
+            zp, lo, hi = prog[rec + 4], prog[rec + 5], prog[rec + 6]
+            cur = ub_a if layer % 2 == 0 else ub_b
+            o = 0
+            while o < n_o:
+                if o + 8 <= n_o:
+                    _acc_zero(acc_p, 128)
+                    for c0 in range(0, k, 64):
+                        _dot64(acc_p, cur, c0, wspan, woff + o * k + c0, k, min(64, k - c0), 8)
+                    _hsum8(acc_p, sums, o)
+                    o += 8
+                else:
+                    _acc_zero(acc_p, 16)
+                    for c0 in range(0, k, 64):
+                        _dot64(acc_p, cur, c0, wspan, woff + o * k + c0, k, min(64, k - c0), 1)
+                    sums[o] = _hsum(acc_p, 0)
+                    o += 1
+            # slices, so the loops index by their own range variable and vectorize
+            corr, mult, shift = qp[qoff:qoff + n_o], qp[qoff + n_o:qoff + 2 * n_o], qp[qoff + 2 * n_o:qoff + 3 * n_o]
+            if layer == n_layers - 1:
+                dst = out[r]
+                for j in range(n_o):
+                    dst[j] = requantize(np.int32(np.int64(sums[j]) + corr[j]), mult[j], shift[j], zp, lo, hi, True)
+            else:
+                nxt = bb if layer % 2 == 0 else a
+                for j in range(n_o):
+                    v = requantize(np.int32(np.int64(sums[j]) + corr[j]), mult[j], shift[j], zp, lo, hi, True)
+                    nxt[j] = np.uint8(v + 128)
+                for j in range(n_o, kp):
+                    nxt[j] = np.uint8(0)
+
+
+def bind_qchain(layers) -> tuple | None:
+    """One step for int8 FC layers (x rows, filter [O, K], corr, mult, shift, out rows, zp, lo, hi)
+    where each layer's out is the next one's x and nobody else reads it; None when the filters
+    do not all lie in one buffer (a loaded model's constants do: the mapped file) or the rows differ."""
+    if len(layers) < 2:
+        return None
+    n_b = layers[0][0].shape[0]
+    if any(x.shape[0] != n_b or y.shape[0] != n_b for x, _, _, _, _, y, _, _, _ in layers):
+        return None
+    ws = [w for _, w, *_ in layers]
+    if not all(w.flags.c_contiguous and w.dtype == np.int8 for w in ws) or len({id(buffer_owner(w)) for w in ws}) != 1:
+        return None
+    owner = buffer_owner(ws[0])
+    try:
+        whole = owner.reshape(-1).view(np.int8) if isinstance(owner, np.ndarray) else np.frombuffer(owner, np.int8)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    base = address_of(whole)
+    starts = [address_of(w) - base for w in ws]
+    if min(starts) < 0 or max(s + w.nbytes for s, w in zip(starts, ws)) > whole.nbytes:
+        return None
+    x, out = layers[0][0], layers[-1][5]
+    width = max(max(w.shape) for w in ws)
+    if width > GEMV_MAX_K or not out.flags.writeable:
+        return None
+    prog = [len(layers), n_b, width]
+    consts = []
+    off = 0
+    for (_, w, corr, mult, shift, _, zp, lo, hi), start in zip(layers, starts):
+        prog += [w.shape[1], w.shape[0], start, off, zp, lo, hi]
+        consts += [corr, mult, shift]
+        off += 3 * w.shape[0]
+    qp = np.concatenate([np.asarray(c, np.int32) for c in consts])
+    return qfc_chain, (x, out, whole, qp, np.array(prog, np.int64))

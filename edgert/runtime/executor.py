@@ -19,8 +19,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from edgert.errors import BudgetExceeded, PlanError, RequestError
-from edgert.kernels.conv import fc_chain_layer
+from edgert.kernels.conv import fc_chain_layer, qfc_chain_layer
 from edgert.kernels.matvec import bind_chain
+from edgert.kernels.qdot import bind_qchain
 from edgert.kernels.registry import KernelRegistry, OpContext, Step, default_registry
 from edgert.kernels.shape import fuse_moves
 from edgert.model.graph import Graph, Quantization, Subgraph
@@ -198,10 +199,13 @@ def _single_readers(sg: Subgraph) -> dict[int, int]:
 
 def _fc_chain(sg: Subgraph, run: Sequence[int], j: int, readers: Mapping[int, int],
               entry_of: Callable[[int], object], arrays: Callable) -> tuple[Step, int] | None:
-    """(one fused step, how many ops it covers) for the longest chain of float FCs starting at
-    run[j] where each one's output is read only by the next op in run order (so the intermediates
-    are unobservable); None when fewer than two ops chain or the chain does not fit (matvec.bind_chain)."""
+    """(one fused step, how many ops it covers) for the longest chain of FCs of one kind (float:
+    matvec.bind_chain; int8 on the integer dot-product path: qdot.bind_qchain) starting at run[j]
+    where each one's output is read only by the next op in run order (so the intermediates are
+    unobservable); None when fewer than two ops chain or the chain does not fit."""
     layers = []
+    kinds = ((fc_chain_layer, bind_chain), (qfc_chain_layer, bind_qchain))
+    kind = None
     k = j
     while k < len(run):
         op = sg.operators[run[k]]
@@ -212,12 +216,15 @@ def _fc_chain(sg: Subgraph, run: Sequence[int], j: int, readers: Mapping[int, in
         if layers and op.inputs[0] != sg.operators[run[k - 1]].outputs[0]:
             break
         ctx, ins, outs, _ = arrays(run[k])
-        layer = fc_chain_layer(entry_of(run[k]), ctx, ins, outs)
-        if layer is None:
+        entry = entry_of(run[k])
+        found = [(kd, kd[0](entry, ctx, ins, outs)) for kd in kinds if kind in (None, kd)]
+        found = [(kd, layer) for kd, layer in found if layer is not None]
+        if not found:
             break
+        kind, layer = found[0]
         layers.append(layer)
         k += 1
-    step = bind_chain(layers) if len(layers) >= 2 else None
+    step = kind[1](layers) if len(layers) >= 2 else None
     return None if step is None else (step, len(layers))
 
 
