@@ -284,13 +284,11 @@ def address_of(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
-def _shared_span(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]] | None:
-    """A float32 view spanning every array (all C-contiguous float32 inside the memory of one
-    object, 4-byte aligned) and each array's element offset into it; None when they are not so."""
-    if not all(a.flags.c_contiguous and a.dtype == np.float32 for a in arrays):
-        return None
-    owners = {id(buffer_owner(a)) for a in arrays}
-    if len(owners) != 1:
+def shared_buffer(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]] | None:
+    """(the bytes of the one object whose memory every array views, each array's byte offset into
+    them), or None when the arrays are not all C-contiguous inside one such object (a loaded
+    model's constants all view one mmap, or the bytes it was read from)."""
+    if not all(a.flags.c_contiguous for a in arrays) or len({id(buffer_owner(a)) for a in arrays}) != 1:
         return None
     owner = buffer_owner(arrays[0])
     try:
@@ -299,12 +297,23 @@ def _shared_span(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]] |
         return None
     base = address_of(whole)
     starts = [address_of(a) - base for a in arrays]
+    if min(starts) < 0 or max(s + a.nbytes for s, a in zip(starts, arrays)) > whole.nbytes:
+        return None
+    return whole, starts
+
+
+def _shared_span(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]] | None:
+    """A float32 view spanning every array (all float32 inside the memory of one object, 4-byte
+    aligned) and each array's element offset into it; None when they are not so."""
+    found = shared_buffer(arrays) if all(a.dtype == np.float32 for a in arrays) else None
+    if found is None:
+        return None
+    whole, starts = found
     lo = min(starts)
     hi = max(s + a.nbytes for s, a in zip(starts, arrays))
-    if lo < 0 or hi > whole.nbytes or (base + lo) % 4 or any((s - lo) % 4 for s in starts) or (hi - lo) % 4:
+    if (address_of(whole) + lo) % 4 or any((s - lo) % 4 for s in starts) or (hi - lo) % 4:
         return None
-    span = whole[lo:hi].view(np.float32)
-    return span, [(s - lo) // 4 for s in starts]
+    return whole[lo:hi].view(np.float32), [(s - lo) // 4 for s in starts]
 
 
 def _packed(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]] | None:

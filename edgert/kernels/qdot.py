@@ -38,7 +38,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from edgert.kernels.fixedpoint import requantize
-from edgert.kernels.matvec import address_of, buffer_owner
+from edgert.kernels.matvec import shared_buffer
 from edgert.kernels.simd import (
     I32_IR,
     I64_IR,
@@ -629,17 +629,10 @@ def bind_qchain(layers) -> tuple | None:
     if any(x.shape[0] != n_b or y.shape[0] != n_b for x, _, _, _, _, y, _, _, _ in layers):
         return None
     ws = [w for _, w, *_ in layers]
-    if not all(w.flags.c_contiguous and w.dtype == np.int8 for w in ws) or len({id(buffer_owner(w)) for w in ws}) != 1:
+    found = shared_buffer(ws) if all(w.dtype == np.int8 for w in ws) else None
+    if found is None:
         return None
-    owner = buffer_owner(ws[0])
-    try:
-        whole = owner.reshape(-1).view(np.int8) if isinstance(owner, np.ndarray) else np.frombuffer(owner, np.int8)
-    except (TypeError, ValueError, AttributeError):
-        return None
-    base = address_of(whole)
-    starts = [address_of(w) - base for w in ws]
-    if min(starts) < 0 or max(s + w.nbytes for s, w in zip(starts, ws)) > whole.nbytes:
-        return None
+    whole, starts = found
     x, out = layers[0][0], layers[-1][5]
     width = max(max(w.shape) for w in ws)
     if width > GEMV_MAX_K or not out.flags.writeable:
