@@ -1,4 +1,4 @@
-"""int8 CONV_2D through 4-byte integer dot products (x86 AVX512-VNNI `vpdpbusd`), exact in int32.
+"""int8 CONV_2D and FULLY_CONNECTED through 4-byte integer dot products (x86 AVX512-VNNI `vpdpbusd`), exact in int32.
 
 Why: the float32-exact kernels of qgemm.py do one multiply-add per lane and instruction; one
 `vpdpbusd` does four (unsigned byte x signed byte, summed into an int32 lane), so a block of
@@ -16,13 +16,18 @@ that byte into the padding of its row buffer and sums every tap (the correction 
 taps are present). All additions wrap in int32 like the C++ reference, so the result equals the
 reference accumulator bit for bit and `fixedpoint.requantize` runs on it unchanged.
 
-Layout, per call and on the stack (no arena scratch):
-- filter block: for 16 output channels, [taps, C4/4, 16 lanes, 4 bytes] int8 (C4 = C rounded up
-  to 4, extra channels 0), so one 64-byte load feeds a tap's 4 channels to all 16 lanes;
-- row buffer: the KH input rows one output row reads, as bytes b, channels padded to C4 and
-  columns padded left/right with the padding byte, so every tap is a plain 4-byte load that is
-  broadcast to the 16 lanes.
-Register block: 8 (4, 1) output pixels x 16 output channels, int32 accumulators in registers.
+Three kernels, all without arena scratch (their buffers are on the stack):
+- qconv_dot, convs with 4+ output pixels. The filter is packed per call as [16-channel block,
+  group of 4 bytes, 16 lanes, 4 bytes], so one 64-byte load feeds a group to all 16 lanes. A
+  filter row's kw*c taps are contiguous input bytes (NHWC), so groups run across pixel
+  boundaries (a 3-channel stem: 3 groups per row, not 3 taps x 4); with dilation each tap is
+  its own segment. The input rows are kept in a ring of KH rows as bytes b, padded left and right
+  with the padding byte, each row converted once; a tap group is a 4-byte load broadcast to the
+  lanes. Register block: 8 output pixels x 16 or 32 channels. 1x1 stride-1 convs run an image as
+  one long row. Requantization in vector IR, 16 bytes stored at a time.
+- qgemv, convs with 1-3 output pixels and FULLY_CONNECTED: the filter rows as stored, lanes
+  along K, 8 output channels at a time, one reduction tree for their 8 sums.
+- qfc_chain: consecutive FCs as one call, intermediates on the stack.
 
 Only on a CPU with AVX512-VNNI (`has_vnni()`, what numba compiles for). Elsewhere the intrinsic
 emits the same sums in plain vector IR (correct, not fast), and conv.py does not choose this path.
