@@ -255,3 +255,24 @@ def test_int8_fc_chain_not_fused_where_an_intermediate_is_observable(dot_path):
     x = rand(np.int8, (1, 40))
     for ours, ref in zip(ex.run("m", [x]), reference_outputs(model, [x])):
         assert_close_quant(ours, ref, 0.0)
+
+
+# ------------------------------------------------ TRANSPOSE_CONV whose taps tile the output
+
+TC_TAP_CASES = {
+    "unet-2x2-s2-no-bias": ((1, 4, 4, 24), 8, (2, 2), (2, 2), (8, 8), dict(bias=False)),
+    "2x2-s2-bias-relu-batch2": ((2, 3, 5, 16), 20, (2, 2), (2, 2), (6, 10), dict(act="RELU", version=4)),
+    "3x2-s3x2-c8": ((1, 4, 3, 8), 17, (3, 2), (3, 2), (12, 6), dict()),
+}
+
+
+@pytest.mark.parametrize("name", TC_TAP_CASES)
+def test_transpose_conv_taps_through_dot_path_exact(name, dot_path):
+    from test_kernels_conv_quant import tc_model
+
+    in_shape, o, k, s, hw, kw_ = TC_TAP_CASES[name]
+    model = tc_model(np.int8, in_shape, o, k, s, hw, **kw_)
+    x = rand(np.int8, in_shape)
+    fn, args, *_ = bind_one(model, [x])
+    assert fn is conv._qtc_taps and len(args[0]) == k[0] * k[1]
+    assert_exact(model, [x])

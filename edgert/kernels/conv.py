@@ -2061,7 +2061,32 @@ def _qtc_supports(ctx: OpContext) -> str | None:
             or fused_activation_problem(ctx))
 
 
+def _qtc_taps_ok(ctx: OpContext) -> bool:
+    """Whether the TRANSPOSE_CONV's taps tile the output without overlap (stride = kernel, no
+    padding: U-Net's upsampling), so each output pixel is one tap's 1x1 conv of one input pixel,
+    and the integer dot-product path can take those convs (qdot.qconv_dot, one per tap)."""
+    w, inp, out = ctx.inputs[1], ctx.inputs[2], ctx.outputs[0]
+    sh, sw, pt, pl = _tc_params(ctx)
+    _, kh, kw, c = w.shape
+    if (sh, sw, pt, pl) != (kh, kw, 0, 0) or out.shape[1:3] != (inp.shape[1] * sh, inp.shape[2] * sw):
+        return False
+    if not has_vnni() or inp.dtype != np.int8 or w.dtype != np.int8 or w.data is None or c % 4:
+        return False
+    return _filter_offset(ctx, 1, allow_int8_zp=False) == 0 and dot_fits(w.shape[0], 1, 1, c, inp.shape[2],
+                                                                           inp.shape[2], 1, 1, 0)
+
+
+def _qtc_taps(calls: tuple) -> None:
+    for args in calls:
+        qconv_dot(*args)
+
+
+_qtc_taps.as_steps = lambda calls: [(qconv_dot, args) for args in calls]  # one step per tap (executor.py)
+
+
 def _qtc_scratch(ctx: OpContext) -> int:
+    if _qtc_taps_ok(ctx):
+        return 0
     out = ctx.outputs[0]
     return out.shape[1] * out.shape[2] * out.shape[3] * 4
 
@@ -2075,11 +2100,22 @@ def _qtc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None)
     mult, shift = _requant_arrays(ctx, 2, 1, n_o)
     out_zp, lo, hi = quantized_out_range(ctx)
     w_off = _filter_offset(ctx, 1, allow_int8_zp=False)
+    in_off = _in_offset(ctx, 2)
+    if _qtc_taps_ok(ctx):
+        # one 1x1 conv per tap (ky, kx) into the output pixels it alone reaches: out[:, ky::sh, kx::sw]
+        flat = inp.reshape(-1) if inp.flags.c_contiguous else inp[:0, 0, 0, 0]
+        calls = []
+        for ky in range(sh):
+            for kx in range(sw):
+                w2 = w[:, ky, kx, :]
+                calls.append((inp, flat, w2, w2.view(np.int32), dot_bias(w2, bias, in_off, 128), out[:, ky::sh, kx::sw],
+                              mult, shift, out_zp, lo, hi, 1, 1, 1, 1, 1, 1, 0, 0, in_off, 128))
+        return _qtc_taps, (tuple(calls),)
     # per (o, ky, kx): sum over input channels of (w + w_off), the factor of in_off in each tap's dot
     wsum_tap = (np.asarray(w, np.int64).sum(axis=3) + w.shape[3] * w_off).astype(np.int32)
     acc = _i32_scratch(scratch, out.shape[1] * out.shape[2] * n_o)
     return _qtransposeconv, (inp, w, wsum_tap, _int32_or_zeros(bias, n_o), out, acc, mult, shift,
-                             _in_offset(ctx, 2), w_off, out_zp, lo, hi, sh, sw, pt, pl)
+                             in_off, w_off, out_zp, lo, hi, sh, sw, pt, pl)
 
 
 # ------------------------------------------------ quantized FULLY_CONNECTED

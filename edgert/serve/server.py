@@ -37,6 +37,7 @@ from edgert.serve.systemd import Notifier
 log = logging.getLogger("edgert.serve")
 
 LATENCY_SAMPLES = 4096  # per model; a ring, so stats cost no memory growth under load
+COMPUTE_STACK_BYTES = 16 * 2**20  # virtual: only the pages a kernel touches become resident
 STALL_LIMIT_S = 60.0  # a compute thread silent this long stops the systemd watchdog pings
 STATUS_EVERY_S = 5.0
 ARRIVAL_QUIET_S = 0.1  # after a drain, exit once no request has arrived for this long
@@ -360,7 +361,14 @@ class Server:
                               f"runtime.rss_limit {self.config.rss_limit} ({format_bytes(self.config.rss_limit)})")
         self._compute = _Compute(self._context, "inproc://edgert-replies", self._jobs, self._models, self.stats,
                                  self._exec_lock, self._run_ms)
-        self._compute.start()
+        # The vector kernels keep their blocks on the calling thread's stack (up to about 0.7 MiB
+        # in one call); a thread's default stack is the C library's (8 MiB on glibc, 128 KiB on
+        # musl), so the compute thread asks for its own size.
+        previous = threading.stack_size(COMPUTE_STACK_BYTES)
+        try:
+            self._compute.start()
+        finally:
+            threading.stack_size(previous)
         for sig, handler in ((signal.SIGTERM, self._on_term), (signal.SIGINT, self._on_term),
                              (signal.SIGHUP, self._on_hup)):
             signal.signal(sig, handler)
