@@ -211,29 +211,34 @@ def _acc_init(typingctx, acc, qp, qoff, qstep, mr, nv):
 
 
 @intrinsic
-def _requant_store(typingctx, acc, qp, qoff, out_zp, lo, hi, dst, dbyte, dstep, mr, nv, v):
+def _requant_store(typingctx, acc, qp, qoff, out_zp, lo, hi, dst, dbyte, dstep, nb, mr, nv, v):
     """For p < mr (literals mr, nv, v): acc block (p, v) requantized (simd.vrequantize with the
-    multiplier and shift rows of the parameters at qp + qoff) and stored as VW bytes at byte
-    dbyte + p*dstep of dst's data (the output, or a code buffer)."""
+    multiplier and shift rows of the parameters at qp + qoff) and its first nb <= VW bytes stored
+    at byte dbyte + p*dstep of dst's data (the output, or a code buffer); a masked store, so a
+    block of fewer channels writes nothing past them."""
     lits = _literals(mr, nv, v)
     if lits is None:
         return None
     rows, nvec, vec = lits
 
     def codegen(context, builder, sig, args):
-        acc_p, qp_p, qo_v, zp_v, lo_v, hi_v, dst_a, db_v, ds_v = args[:9]
+        acc_p, qp_p, qo_v, zp_v, lo_v, hi_v, dst_a, db_v, ds_v, nb_v = args[:10]
         vt = ir.VectorType(I32_IR, VW)
         mult, shift = _qp_vec(builder, qp_p, qo_v, 1, vt), _qp_vec(builder, qp_p, qo_v, 2, vt)
         base = array_bytes(context, builder, sig.args[6], dst_a)
         bt = ir.VectorType(I8_IR, VW)
+        mask = builder.icmp_signed("<", ir.Constant(bt, list(range(VW))), splat(builder, builder.trunc(nb_v, I8_IR), bt))
+        fnty = ir.FunctionType(ir.VoidType(), [bt, bt.as_pointer(), I32_IR, mask.type])
+        mstore = cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.store.v16i8.p0")
         for p in range(rows):
             x = builder.load(_acc_ptr(builder, acc_p, p, vec, nvec, vt), align=4)
-            q = vrequantize(builder, x, mult, shift, zp_v, lo_v, hi_v)
-            builder.store(builder.trunc(q, bt), byte_ptr(builder, base, strided(builder, db_v, ds_v, p), bt), align=1)
+            q = builder.trunc(vrequantize(builder, x, mult, shift, zp_v, lo_v, hi_v), bt)
+            ptr = byte_ptr(builder, base, strided(builder, db_v, ds_v, p), bt)
+            builder.call(mstore, [q, ptr, ir.Constant(I32_IR, 1), mask])
         return context.get_dummy_value()
 
     sig = types.none(acc, qp, types.int64, types.int64, types.int64, types.int64, dst, types.int64, types.int64,
-                     mr, nv, v)
+                     types.int64, mr, nv, v)
     return sig, codegen
 
 
@@ -265,40 +270,35 @@ def _block(acc_p, xb_p, xoff, ng, wb_p, blk, qp_p, ob, px, pstep, mr, nv):
 
 @njit(inline="always")
 def _store(acc_p, qp_p, ob, out_zp, lo, hi, out, codes, n, oy, px, n_o, mr, nv, v):
-    # requantize acc block v of (mr, nv) into out[n, oy, px:px+mr, ob*VW:...]: 16 bytes per pixel
-    # straight into the output when a whole block of channels is contiguous there, else by way of codes
+    # requantize acc block v of (mr, nv) into out[n, oy, px:px+mr, ob*VW:...]: a masked 16-byte
+    # store per pixel straight into the output when its channels are contiguous, else by way of codes
     s_n, s_h, s_w, s_c = out.strides
     o0 = ob * VW
     nb = min(VW, n_o - o0)
     qoff = ob * 3 * VW
-    if nb == VW and s_c == 1:
-        ob_b = n * s_n + oy * s_h + px * s_w + o0
-        if mr == 8 and nv == 2:
-            if v == 0:
-                _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, out, ob_b, s_w, 8, 2, 0)
-            else:
-                _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, out, ob_b, s_w, 8, 2, 1)
-        elif mr == 8:
-            _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, out, ob_b, s_w, 8, 1, 0)
-        elif mr == 4:
-            _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, out, ob_b, s_w, 4, 1, 0)
-        else:
-            _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, out, ob_b, s_w, 1, 1, 0)
+    if s_c == 1:
+        _requant_into(acc_p, qp_p, qoff, out_zp, lo, hi, out, n * s_n + oy * s_h + px * s_w + o0, s_w, nb, mr, nv, v)
         return
-    if mr == 8 and nv == 2:
-        if v == 0:
-            _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, codes, 0, VW, 8, 2, 0)
-        else:
-            _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, codes, 0, VW, 8, 2, 1)
-    elif mr == 8:
-        _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, codes, 0, VW, 8, 1, 0)
-    elif mr == 4:
-        _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, codes, 0, VW, 4, 1, 0)
-    else:
-        _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, codes, 0, VW, 1, 1, 0)
+    _requant_into(acc_p, qp_p, qoff, out_zp, lo, hi, codes, 0, VW, VW, mr, nv, v)
     for p in range(mr):
         for j in range(nb):
             out[n, oy, px + p, o0 + j] = codes[p * VW + j]
+
+
+@njit(inline="always")
+def _requant_into(acc_p, qp_p, qoff, out_zp, lo, hi, dst, dbyte, dstep, nb, mr, nv, v):
+    # _requant_store with the literal (mr, nv, v) of the block: (8, 2, 0|1), (8|4|1, 1, 0)
+    if mr == 8 and nv == 2:
+        if v == 0:
+            _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, dst, dbyte, dstep, nb, 8, 2, 0)
+        else:
+            _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, dst, dbyte, dstep, nb, 8, 2, 1)
+    elif mr == 8:
+        _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, dst, dbyte, dstep, nb, 8, 1, 0)
+    elif mr == 4:
+        _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, dst, dbyte, dstep, nb, 4, 1, 0)
+    else:
+        _requant_store(acc_p, qp_p, qoff, out_zp, lo, hi, dst, dbyte, dstep, nb, 1, 1, 0)
 
 
 @njit(nogil=True, cache=True)
