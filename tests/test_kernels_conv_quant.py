@@ -30,7 +30,7 @@ def older_conv_paths(monkeypatch):
     # these on the paths every other CPU runs.
     from edgert.kernels import conv
 
-    monkeypatch.setattr(conv, "has_vnni", lambda: False)
+    monkeypatch.setattr(conv, "use_dot_product", lambda: False)
 
 
 def rand(dtype, shape, lo=None, hi=None):

@@ -2,7 +2,7 @@
 
 Rule that holds: outputs EXACTLY equal to the reference (max_off_by_one_fraction=0): the kernel's
 int32 sums are the reference accumulator (qdot.py's docstring), requantized the same way.
-The path is chosen only on a CPU with AVX512-VNNI; these tests force the choice (conv.has_vnni),
+The path is chosen only on a CPU with AVX512-VNNI; these tests force the choice (conv.use_dot_product),
 so on any other CPU they run the intrinsic's plain-vector-IR form, which must give the same bits.
 """
 
@@ -21,7 +21,7 @@ from test_kernels_conv_quant import CONV_CASES, RNG, assert_exact, conv_model, r
 
 @pytest.fixture
 def dot_path(monkeypatch):
-    monkeypatch.setattr(conv, "has_vnni", lambda: True)
+    monkeypatch.setattr(conv, "use_dot_product", lambda: True)
 
 
 DOT_CASES = {
@@ -132,9 +132,9 @@ def test_dot_and_older_paths_agree_on_a_real_model(monkeypatch):
     if not path.exists():
         pytest.skip("tests/data/ic_resnet8_int8.tflite not present")
     x = rand(np.int8, (1, 32, 32, 3))
-    monkeypatch.setattr(conv, "has_vnni", lambda: True)
+    monkeypatch.setattr(conv, "use_dot_product", lambda: True)
     on = run_edgert(path.read_bytes(), [x])[0]
-    monkeypatch.setattr(conv, "has_vnni", lambda: False)
+    monkeypatch.setattr(conv, "use_dot_product", lambda: False)
     off = run_edgert(path.read_bytes(), [x])[0]
     np.testing.assert_array_equal(on, off)
 
@@ -276,3 +276,32 @@ def test_transpose_conv_taps_through_dot_path_exact(name, dot_path):
     fn, args, *_ = bind_one(model, [x])
     assert fn is conv._qtc_taps and len(args[0]) == k[0] * k[1]
     assert_exact(model, [x])
+
+
+# ------------------------------------------------ plans depend on the CPU's kernels
+
+
+def test_plan_file_made_with_dot_product_kernels_is_refused_where_kernels_need_scratch(tmp_path, monkeypatch):
+    import json
+
+    from edgert.errors import PlanError
+
+    model = conv_model(np.int8, (1, 9, 11, 16), 16, 3, 3)
+    monkeypatch.setattr(conv, "use_dot_product", lambda: True)
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(Executor({"m": load_model(model)}).plans["m"].to_json()))
+    x = rand(np.int8, (1, 9, 11, 16))
+    ours = Executor({"m": load_model(model)}, plans={"m": plan_path}).run("m", [x])[0]  # same kernels: fine
+    assert_close_quant(ours, reference_outputs(model, [x])[0], 0.0)
+    monkeypatch.setattr(conv, "use_dot_product", lambda: False)  # the portable kernels need im2col scratch
+    with pytest.raises(PlanError, match=r"operator 0 \(CONV_2D\) needs [\d,]+ bytes of kernel scratch"):
+        Executor({"m": load_model(model)}, plans={"m": plan_path})
+
+
+def test_environment_switch_turns_the_dot_product_kernels_off(monkeypatch):
+    from edgert.kernels import qdot
+
+    monkeypatch.setattr(qdot, "has_vnni", lambda: True)
+    assert qdot.use_dot_product()
+    monkeypatch.setenv("EDGERT_DOT_PRODUCT", "0")
+    assert not qdot.use_dot_product()

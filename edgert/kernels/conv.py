@@ -40,7 +40,7 @@ from edgert.kernels.qgemm import KV as QGEMM_KV
 from edgert.kernels.qgemm import MR as QGEMM_MR
 from edgert.kernels.qgemm import SIMD_MAX_K as QSIMD_MAX_K
 from edgert.kernels.qgemm import XBUF as QXBUF
-from edgert.kernels.qdot import GEMV_MAX_K, dot_bias, dot_delta, dot_fits, dot_segments, has_vnni, qconv_dot, qgemv
+from edgert.kernels.qdot import GEMV_MAX_K, dot_bias, dot_delta, dot_fits, dot_segments, qconv_dot, qgemv, use_dot_product
 from edgert.kernels.qgemm import _qsimd_taps, _qsimd_taps_rows, gemm_block, k_chunks, operand_max, simd_exact
 from edgert.kernels.matvec import fc_matvec, matvec_ok
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
@@ -1369,7 +1369,7 @@ def _qdot_ok(ctx: OpContext, pixels: int) -> bool:
     (w_off 0; uint8 convs have uint8 filters), enough output pixels, and filter and row ring
     within its stack buffers."""
     w = ctx.inputs[1]
-    if not has_vnni() or w.dtype != np.int8 or ctx.inputs[0].dtype != np.int8 or pixels < QDOT_MIN_PIXELS:
+    if not use_dot_product() or w.dtype != np.int8 or ctx.inputs[0].dtype != np.int8 or pixels < QDOT_MIN_PIXELS:
         return False
     if _filter_offset(ctx, 1, allow_int8_zp=False) != 0:
         return False
@@ -1382,7 +1382,7 @@ def _qgemv_ok(ctx: OpContext, x_pos: int, w_pos: int) -> bool:
     """Whether qdot.qgemv takes this CONV_2D (or FULLY_CONNECTED: x_pos, w_pos its input and filter
     positions): a VNNI CPU, int8 input and symmetric int8 filter, a patch within its stack buffer."""
     x, w = ctx.inputs[x_pos], ctx.inputs[w_pos]
-    if not has_vnni() or x.dtype != np.int8 or w.dtype != np.int8 or w.data is None:
+    if not use_dot_product() or x.dtype != np.int8 or w.dtype != np.int8 or w.data is None:
         return False
     k = int(np.prod(w.shape[1:]))
     return k <= GEMV_MAX_K and _filter_offset(ctx, w_pos, allow_int8_zp=False) == 0
@@ -2070,7 +2070,7 @@ def _qtc_taps_ok(ctx: OpContext) -> bool:
     _, kh, kw, c = w.shape
     if (sh, sw, pt, pl) != (kh, kw, 0, 0) or out.shape[1:3] != (inp.shape[1] * sh, inp.shape[2] * sw):
         return False
-    if not has_vnni() or inp.dtype != np.int8 or w.dtype != np.int8 or w.data is None or c % 4:
+    if not use_dot_product() or inp.dtype != np.int8 or w.dtype != np.int8 or w.data is None or c % 4:
         return False
     return _filter_offset(ctx, 1, allow_int8_zp=False) == 0 and dot_fits(w.shape[0], 1, 1, c, inp.shape[2],
                                                                            inp.shape[2], 1, 1, 0)

@@ -29,11 +29,13 @@ Three kernels, all without arena scratch (their buffers are on the stack):
   along K, 8 output channels at a time, one reduction tree for their 8 sums.
 - qfc_chain: consecutive FCs as one call, intermediates on the stack.
 
-Only on a CPU with AVX512-VNNI (`has_vnni()`, what numba compiles for). Elsewhere the intrinsic
+Only on a CPU with AVX512-VNNI (`has_vnni()`, what numba compiles for; `use_dot_product()`). Elsewhere the intrinsic
 emits the same sums in plain vector IR (correct, not fast), and conv.py does not choose this path.
 """
 
 from __future__ import annotations
+
+import os
 
 import numba
 import numpy as np
@@ -81,6 +83,14 @@ def _target_features() -> str:
 def has_vnni() -> bool:
     """Whether the kernels compile for a CPU with AVX512-VNNI (vpdpbusd on 512-bit registers)."""
     return "+avx512vnni" in _target_features().split(",")
+
+
+def use_dot_product() -> bool:
+    """Whether int8 convs and FCs take this module's kernels: on a VNNI CPU, unless the environment
+    says EDGERT_DOT_PRODUCT=0. They need no kernel scratch where the portable kernels do, so plans
+    (and arena sizes) differ between CPUs with and without; the switch makes them the portable
+    ones, e.g. to compare with an ARM board or to write a plan file for one."""
+    return os.environ.get("EDGERT_DOT_PRODUCT", "1") != "0" and has_vnni()
 
 
 def dot_bias(w2: np.ndarray, bias: np.ndarray | None, in_off: int, delta: int) -> np.ndarray:

@@ -323,13 +323,27 @@ class Executor:
 
     def _plan(self, name: str, graph: Graph, given: str | Path | MemoryPlan | None, aliasing: Aliasing,
               strategy: str, order: str, subgraph: int = 0) -> MemoryPlan:
+        sg = graph.subgraphs[subgraph]
         if given is not None:
             if not isinstance(given, MemoryPlan):
                 given = MemoryPlan.from_json(json.loads(Path(given).read_text()), graph)
+            self._check_scratch(name, given, graph.subgraphs[given.subgraph])
             return given
-        sg = graph.subgraphs[subgraph]
         return plan(graph, budget=None, strategy=strategy, order=order, aliasing=aliasing, subgraph=subgraph,
                     kernel_info=lambda op: self.registry.info(OpContext.of(sg, op)))
+
+    def _check_scratch(self, name: str, p: MemoryPlan, sg: Subgraph) -> None:
+        """A plan from a file must give each op at least the scratch its kernel here needs: kernels
+        choose paths by CPU (and thread count), so a plan written on another machine may not."""
+        for k in p.order:
+            need = int(self.registry.info(OpContext.of(sg, sg.operators[k])).scratch_bytes or 0)
+            have = p.scratch[k].size if k in p.scratch else 0
+            if need > have:
+                raise PlanError(
+                    f"plan for model {name!r}: operator {k} ({sg.operators[k].opcode}) needs {need:,} bytes of "
+                    f"kernel scratch on this machine but the plan gives it {have:,}; the plan was made for "
+                    f"other kernels (another CPU, thread count or edgert version): plan the model here "
+                    f"(edgert plan) or leave the plan out")
 
     def _check_budget(self, graphs: Mapping[str, Graph] | None = None, options: tuple | None = None) -> None:
         if self.budget is None or self.arena_bytes <= self.budget:
