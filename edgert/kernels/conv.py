@@ -5,11 +5,12 @@ Which kernels use BLAS (numpy's OpenBLAS via `np.matmul(..., out=arena_view)`, n
   C > STACK_K: one GEMM on the [N*H*W, C] view of the input against the [O, C] view of the filter.
 - TRANSPOSE_CONV: one GEMM input[N*H*W, I] x filter[O*KH*KW, I]^T into scratch ("columns"), then a
   numba gather pass (col2im) that sums the columns per output pixel and adds bias + activation.
-- FULLY_CONNECTED (unless tiny) and BATCH_MATMUL: GEMM on views.
+- FULLY_CONNECTED with more than 4 rows (unless tiny) and BATCH_MATMUL: GEMM on views (1-4 rows: the
+  vector matrix-vector kernel of matvec.py).
 Every other groups=1 CONV_2D runs `_conv_simd`: a register-blocked direct conv (8 output pixels x
 16 output channels held in vector registers, explicit vector IR through numba intrinsics), no
 im2col, summing in the reference's (ky, kx, ci) order from 0 and then adding the bias, which is
-TFLite's reference arithmetic (bit-equal on most shared models). DEPTHWISE_CONV_2D with multiplier
+TFLite's reference arithmetic (bit-equal with it per conv). DEPTHWISE_CONV_2D with multiplier
 1 and channels a multiple of 8 runs `_depthwise_simd` the same way (vectors over channels).
 Other numba loops: grouped CONV_2D, other DEPTHWISE_CONV_2D (inner loop over contiguous channels),
 tiny FULLY_CONNECTED, and every bias + fused-activation pass. All accept a non-contiguous
