@@ -41,7 +41,15 @@ from edgert.kernels.qgemm import KV as QGEMM_KV
 from edgert.kernels.qgemm import MR as QGEMM_MR
 from edgert.kernels.qgemm import SIMD_MAX_K as QSIMD_MAX_K
 from edgert.kernels.qgemm import XBUF as QXBUF
-from edgert.kernels.qdot import GEMV_MAX_K, dot_bias, dot_delta, dot_fits, dot_segments, qconv_dot, qgemv, use_dot_product
+from edgert.kernels.qdot import (
+    BYTE_OFFSET,
+    GEMV_MAX_K,
+    dot_fits,
+    dot_segments,
+    qconv_dot,
+    qgemv,
+    use_dot_product,
+)
 from edgert.kernels.qgemm import _qsimd_taps, _qsimd_taps_rows, gemm_block, k_chunks, operand_max, simd_exact
 from edgert.kernels.matvec import fc_matvec, matvec_ok
 from edgert.kernels.registry import KernelEntry, KernelRegistry, OpContext, Step
@@ -1047,6 +1055,17 @@ def _bias_eff(bias: np.ndarray | None, wsum: np.ndarray, k: int, in_off: int, w_
     return (b + in_off * wsum + k * in_off * w_off).astype(np.int32)
 
 
+def _dot_bias(w2: np.ndarray, bias: np.ndarray | None, in_off: int) -> np.ndarray:
+    """The bias of the qdot kernels: bias + (in_off - BYTE_OFFSET) * sum(w), as they sum x + BYTE_OFFSET."""
+    return _bias_eff(bias, np.asarray(w2, np.int64).sum(axis=1), w2.shape[1], in_off - BYTE_OFFSET, 0)
+
+
+def _flat_or_empty(a: np.ndarray) -> np.ndarray:
+    """a as one contiguous 1-D view when it is C-contiguous (the qdot kernels then convert its rows
+    with a vector loop), else an empty array of its dtype (they index it element by element)."""
+    return a.reshape(-1) if a.flags.c_contiguous else np.empty(0, a.dtype)
+
+
 def _int32_or_zeros(bias: np.ndarray | None, n: int) -> np.ndarray:
     return np.zeros(n, np.int32) if bias is None else bias
 
@@ -1467,11 +1486,10 @@ def _qconv_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | Non
     path = _qconv_path(ctx)
     if path == "gemv":
         w2 = np.reshape(w, (n_o, kh * kw * c), copy=False)
-        return qgemv, (inp, w2, dot_bias(w2, bias, in_off, 128), out, mult, shift, out_zp, lo, hi, False,
+        return qgemv, (inp, w2, _dot_bias(w2, bias, in_off), out, mult, shift, out_zp, lo, hi, False,
                        kh, kw, p["sh"], p["sw"], p["dh"], p["dw"], p["pt"], p["pl"], in_off)
     if path == "dot":
         w2 = np.reshape(w, (n_o, kh * kw * c), copy=False)
-        delta = dot_delta(inp.dtype)
         x, y = inp, out
         if _qdot_flat(ctx) and inp.flags.c_contiguous:
             try:
@@ -1479,10 +1497,9 @@ def _qconv_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | Non
                 x = np.reshape(inp, (inp.shape[0], 1, -1, c), copy=False)
             except ValueError:  # an output view whose rows cannot be merged: run row by row
                 x, y = inp, out
-        flat = x.reshape(-1) if x.flags.c_contiguous else x[:0, 0, 0, 0]
         w32 = w2.view(np.int32) if dot_segments(kh, kw, c, p["dw"])[1] % 4 == 0 else np.zeros((0, 0), np.int32)
-        return qconv_dot, (x, flat, w2, w32, dot_bias(w2, bias, in_off, delta), y, mult, shift, out_zp, lo, hi,
-                           kh, kw, p["sh"], p["sw"], p["dh"], p["dw"], p["pt"], p["pl"], in_off, delta)
+        return qconv_dot, (x, _flat_or_empty(x), w2, w32, _dot_bias(w2, bias, in_off), y, mult, shift, out_zp, lo, hi,
+                           kh, kw, p["sh"], p["sw"], p["dh"], p["dw"], p["pt"], p["pl"], in_off)
     if path == "simd":
         w2 = np.reshape(w, (n_o, kh * kw * c), copy=False)
         return _qconv_simd, (inp, w2, _int32_or_zeros(bias, n_o), out, mult, shift, in_off, w_off, out_zp, lo, hi,
@@ -2104,13 +2121,12 @@ def _qtc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None)
     in_off = _in_offset(ctx, 2)
     if _qtc_taps_ok(ctx):
         # one 1x1 conv per tap (ky, kx) into the output pixels it alone reaches: out[:, ky::sh, kx::sw]
-        flat = inp.reshape(-1) if inp.flags.c_contiguous else inp[:0, 0, 0, 0]
         calls = []
         for ky in range(sh):
             for kx in range(sw):
                 w2 = w[:, ky, kx, :]
-                calls.append((inp, flat, w2, w2.view(np.int32), dot_bias(w2, bias, in_off, 128), out[:, ky::sh, kx::sw],
-                              mult, shift, out_zp, lo, hi, 1, 1, 1, 1, 1, 1, 0, 0, in_off, 128))
+                calls.append((inp, _flat_or_empty(inp), w2, w2.view(np.int32), _dot_bias(w2, bias, in_off), out[:, ky::sh, kx::sw],
+                              mult, shift, out_zp, lo, hi, 1, 1, 1, 1, 1, 1, 0, 0, in_off))
         return _qtc_taps, (tuple(calls),)
     # per (o, ky, kx): sum over input channels of (w + w_off), the factor of in_off in each tap's dot
     wsum_tap = (np.asarray(w, np.int64).sum(axis=3) + w.shape[3] * w_off).astype(np.int32)
@@ -2144,7 +2160,7 @@ def _qfc_bind(ctx: OpContext, ins: list, outs: list, scratch: np.ndarray | None)
     if x is None or y is None or w.strides[-1] != w.itemsize:
         raise ValueError("FULLY_CONNECTED operands cannot be viewed as matrices without a copy")
     if _qgemv_ok(ctx, 0, 1):  # rows as [rows, 1, 1, K] images of a 1x1 conv
-        return qgemv, (x.reshape(-1, 1, 1, i), w, dot_bias(w, bias, in_off, 128), y.reshape(-1, 1, 1, o), mult, shift,
+        return qgemv, (x.reshape(-1, 1, 1, i), w, _dot_bias(w, bias, in_off), y.reshape(-1, 1, 1, o), mult, shift,
                        out_zp, lo, hi, True, 1, 1, 1, 1, 1, 1, 0, 0, in_off)
     bias_eff = _bias_eff(bias, np.asarray(w, np.int64).sum(axis=1), i, in_off, w_off)
     return _qdot_rows, (x, w, bias_eff, w_off, y, 0, mult, shift, out_zp, lo, hi, True, _i32_scratch(scratch, o))
@@ -2161,7 +2177,7 @@ def qfc_chain_layer(entry: KernelEntry, ctx: OpContext, ins: list, outs: list) -
     if x is None or y is None or w.strides[-1] != w.itemsize:
         return None
     mult, shift = _requant_arrays(ctx, 0, 1, o)
-    return (x, w, dot_bias(w, _optional(ins, 2), _in_offset(ctx, 0), 128), mult, shift, y, *quantized_out_range(ctx))
+    return (x, w, _dot_bias(w, _optional(ins, 2), _in_offset(ctx, 0)), mult, shift, y, *quantized_out_range(ctx))
 
 
 # ---------------------------------------------------------------- registration

@@ -6,13 +6,14 @@ Why: the float32-exact kernels of qgemm.py do one multiply-add per lane and inst
 
 Arithmetic (exact, no bound needed): the reference accumulator of output channel o is
     acc_o = sum_k (x_k + in_off) * w_ok          (int32, w_off = 0: int8 filters are symmetric)
-The kernel stores every input code as the byte b = x + delta (delta = 128 for int8 input so b is
-unsigned, 0 for uint8) and computes the integer sum S_o = sum_k b_k * w_ok with the instruction
-(int32 lanes; |S_o| <= K * 255 * 128 < 2^31 for K < 65,793). Then
-    acc_o = S_o + (in_off - delta) * sum_k w_ok
-so the bias the kernel adds is corr_o = bias_o + (in_off - delta) * sum_k w_ok, computed once at
-bind. Padding taps must contribute (x + in_off) = 0, i.e. b = delta - in_off; the kernel writes
-that byte into the padding of its row buffer and sums every tap (the correction assumes all K
+The kernels take int8 input (uint8 convs have uint8 filters and stay on the portable paths) and
+store every input code as the unsigned byte b = x + 128 (BYTE_OFFSET), then compute the integer
+sum S_o = sum_k b_k * w_ok with the instruction (int32 lanes; |S_o| <= K * 255 * 128 < 2^31 for
+K < 65,793). Then
+    acc_o = S_o + (in_off - 128) * sum_k w_ok
+so the bias the kernel adds is corr_o = bias_o + (in_off - 128) * sum_k w_ok, computed once at
+bind (conv.py). Padding taps must contribute (x + in_off) = 0, i.e. b = 128 - in_off; the kernel
+writes that byte into the padding of its row buffer and sums every tap (the correction assumes all K
 taps are present). All additions wrap in int32 like the C++ reference, so the result equals the
 reference accumulator bit for bit and `fixedpoint.requantize` runs on it unchanged.
 
@@ -61,6 +62,7 @@ from edgert.kernels.simd import (
 )
 
 I8_IR = ir.IntType(8)
+BYTE_OFFSET = 128  # added to each int8 input code: vpdpbusd takes its input bytes unsigned
 # Bytes of the per-call stack buffers: the packed filter (all output channels) and the row ring.
 MAX_PACKED_FILTER = 512 * 1024
 MAX_ROW_BUFFER = 64 * 1024
@@ -91,19 +93,6 @@ def use_dot_product() -> bool:
     (and arena sizes) differ between CPUs with and without; the switch makes them the portable
     ones, e.g. to compare with an ARM board or to write a plan file for one."""
     return os.environ.get("EDGERT_DOT_PRODUCT", "1") != "0" and has_vnni()
-
-
-def dot_bias(w2: np.ndarray, bias: np.ndarray | None, in_off: int, delta: int) -> np.ndarray:
-    """corr_o = bias_o + (in_off - delta) * sum_k w_ok, wrapped to int32 like the C++ accumulator."""
-    corr = np.asarray(w2, np.int64).sum(axis=1) * (in_off - delta)
-    if bias is not None:
-        corr = corr + np.asarray(bias, np.int64)
-    return ((corr + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
-
-
-def dot_delta(dtype: np.dtype) -> int:
-    """The byte offset that makes input codes unsigned for vpdpbusd: 128 for int8, 0 for uint8."""
-    return 128 if np.dtype(dtype) == np.int8 else 0
 
 
 def dot_segments(kh: int, kw: int, c: int, dw: int) -> tuple[int, int]:
@@ -336,8 +325,8 @@ def _pack_filter(w2, w32, wb, segs, seg_len, gs):
 
 
 @njit(inline="always")
-def _fill_row(xb, start, flat, inp, n, iy, delta, pad):
-    # ring row from byte `start`: input row iy as bytes x + delta, or `pad` outside the image
+def _fill_row(xb, start, flat, inp, n, iy, pad):
+    # ring row from byte `start`: input row iy as bytes x + BYTE_OFFSET, or `pad` outside the image
     n_b, h, wd, c = inp.shape
     dst = xb[start : start + wd * c]  # slices: the loops index by the range's own variable, no
     if iy < 0 or iy >= h:             # negative-index wraparound, so LLVM vectorizes them
@@ -346,16 +335,15 @@ def _fill_row(xb, start, flat, inp, n, iy, delta, pad):
     elif flat.size > 0:
         src = flat[(n * h + iy) * wd * c : (n * h + iy + 1) * wd * c]
         for i in range(wd * c):
-            dst[i] = np.uint8(np.int32(src[i]) + delta)
+            dst[i] = np.uint8(np.int32(src[i]) + BYTE_OFFSET)
     else:
         for ix in range(wd):
             for ci in range(c):
-                dst[ix * c + ci] = np.uint8(np.int32(inp[n, iy, ix, ci]) + delta)
+                dst[ix * c + ci] = np.uint8(np.int32(inp[n, iy, ix, ci]) + BYTE_OFFSET)
 
 
 @njit(nogil=True, cache=True)
-def qconv_dot(inp, flat, w2, w32, corr, out, mult, shift, out_zp, lo, hi, kh, kw, sh, sw, dh, dw, pt, pl, in_off,
-              delta):
+def qconv_dot(inp, flat, w2, w32, corr, out, mult, shift, out_zp, lo, hi, kh, kw, sh, sw, dh, dw, pt, pl, in_off):
     """int8/uint8 CONV_2D (NHWC input, filter as [O, KH*KW*C] rows) into `out` (any strides),
     exact int32 sums by 4-byte dot products (module docstring). `flat`: the input as one
     contiguous 1-D array when it is C-contiguous (rows are then converted by a vector loop),
@@ -371,7 +359,7 @@ def qconv_dot(inp, flat, w2, w32, corr, out, mult, shift, out_zp, lo, hi, kh, kw
         segs, seg_len, seg_row, seg_col = kh * kw, c, kw, dw * c
     gs = (seg_len + 3) // 4
     blk = segs * gs * VW * 4
-    pad = np.uint8(delta - in_off)
+    pad = np.uint8(BYTE_OFFSET - in_off)
     acc_p = stack_buf(256, np.int32)  # 8 pixels x 2 channel blocks
     codes = numba.carray(stack_buf(128, np.uint8), (128,))
     wb_p = stack_buf_dyn(n_ob * blk, np.int8)
@@ -408,7 +396,7 @@ def qconv_dot(inp, flat, w2, w32, corr, out, mult, shift, out_zp, lo, hi, kh, kw
                 iy = iy0 + ky * dh
                 slot = iy % kh if dh == 1 else ky
                 if held[slot] != iy:
-                    _fill_row(xb, slot * rowb + pl * c, flat, inp, n, iy, delta, pad)
+                    _fill_row(xb, slot * rowb + pl * c, flat, inp, n, iy, pad)
                     held[slot] = iy
                 rows[ky] = slot * rowb
             for sg in range(segs):
@@ -531,7 +519,7 @@ def qgemv(inp, w2, corr, out, mult, shift, out_zp, lo, hi, single, kh, kw, sh, s
     acc_p = stack_buf(128, np.int32)
     sums = numba.carray(stack_buf_dyn(n_o, np.int32), (n_o,))
     s_o = w2.strides[0]
-    pad = np.uint8(128 - in_off)
+    pad = np.uint8(BYTE_OFFSET - in_off)
     for i in range(k, kp):
         ub[i] = np.uint8(0)
     for n in range(n_b):
@@ -547,7 +535,7 @@ def qgemv(inp, w2, corr, out, mult, shift, out_zp, lo, hi, single, kh, kw, sh, s
                                 ub[t + ci] = pad
                         else:
                             for ci in range(c):
-                                ub[t + ci] = np.uint8(np.int32(inp[n, iy, ix, ci]) + 128)
+                                ub[t + ci] = np.uint8(np.int32(inp[n, iy, ix, ci]) + BYTE_OFFSET)
                 o = 0
                 while o < n_o:
                     if o + 8 <= n_o:
@@ -597,7 +585,7 @@ def qfc_chain(x, out, wspan, qp, prog):
         k0 = prog[QCHAIN_HEAD]
         src = x[r]
         for i in range(k0):
-            a[i] = np.uint8(np.int32(src[i]) + 128)
+            a[i] = np.uint8(np.int32(src[i]) + BYTE_OFFSET)
         for i in range(k0, kp):
             a[i] = np.uint8(0)
         for layer in range(n_layers):
@@ -629,7 +617,7 @@ def qfc_chain(x, out, wspan, qp, prog):
                 nxt = bb if layer % 2 == 0 else a
                 for j in range(n_o):
                     v = requantize(np.int32(np.int64(sums[j]) + corr[j]), mult[j], shift[j], zp, lo, hi, True)
-                    nxt[j] = np.uint8(v + 128)
+                    nxt[j] = np.uint8(v + BYTE_OFFSET)
                 for j in range(n_o, kp):
                     nxt[j] = np.uint8(0)
 
