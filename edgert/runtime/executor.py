@@ -335,7 +335,7 @@ class Executor:
     def _check_scratch(self, name: str, p: MemoryPlan, sg: Subgraph) -> None:
         """A plan from a file must give each op at least the scratch its kernel here needs: kernels
         choose paths by CPU (and thread count), so a plan written on another machine may not."""
-        for k in p.order:
+        for k in [*p.folded, *p.order]:  # folded ops use their scratch once, at load
             need = int(self.registry.info(OpContext.of(sg, sg.operators[k])).scratch_bytes or 0)
             have = p.scratch[k].size if k in p.scratch else 0
             if need > have:
