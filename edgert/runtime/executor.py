@@ -217,11 +217,14 @@ def _fc_chain(sg: Subgraph, run: Sequence[int], j: int, readers: Mapping[int, in
             break
         ctx, ins, outs, _ = arrays(run[k])
         entry = entry_of(run[k])
-        found = [(kd, kd[0](entry, ctx, ins, outs)) for kd in kinds if kind in (None, kd)]
-        found = [(kd, layer) for kd, layer in found if layer is not None]
-        if not found:
+        layer = None
+        for kd in kinds if kind is None else (kind,):  # the first layer decides the chain's kind
+            layer = kd[0](entry, ctx, ins, outs)
+            if layer is not None:
+                kind = kd
+                break
+        if layer is None:
             break
-        kind, layer = found[0]
         layers.append(layer)
         k += 1
     step = kind[1](layers) if len(layers) >= 2 else None
