@@ -361,9 +361,9 @@ class Server:
                               f"runtime.rss_limit {self.config.rss_limit} ({format_bytes(self.config.rss_limit)})")
         self._compute = _Compute(self._context, "inproc://edgert-replies", self._jobs, self._models, self.stats,
                                  self._exec_lock, self._run_ms)
-        # The vector kernels keep their blocks on the calling thread's stack (up to about 0.7 MiB
-        # in one call); a thread's default stack is the C library's (8 MiB on glibc, 128 KiB on
-        # musl), so the compute thread asks for its own size.
+        # The vector kernels keep their blocks on the calling thread's stack (by qdot.py's buffer
+        # limits up to about 0.6 MiB in one call); a thread's default stack is the C library's
+        # (8 MiB on glibc, 128 KiB on musl), so the compute thread asks for its own size.
         previous = threading.stack_size(COMPUTE_STACK_BYTES)
         try:
             self._compute.start()
